@@ -1,0 +1,46 @@
+# glmctl — see README.md. `make help` lists the targets.
+GO       ?= go
+BIN      := bin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+PKGS     := ./...
+
+.PHONY: help build demo test check bench systemd-verify install clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## build bin/glmctl and the stand-in servers
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/glmctl ./cmd/glmctl
+	$(GO) build -o $(BIN)/vllm-stub ./cmd/vllm-stub
+	$(GO) build -o $(BIN)/webui-stub ./cmd/webui-stub
+
+demo: build ## run glmctl on the embedded demo config (Ctrl-C stops it)
+	$(BIN)/glmctl up --demo
+
+test: ## every test, with the race detector
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+check: ## gofmt, go vet, staticcheck and govulncheck when installed, systemd unit
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt'd:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if command -v staticcheck >/dev/null; then staticcheck $(PKGS); else echo "staticcheck not installed: skipped"; fi
+	@if command -v govulncheck >/dev/null; then govulncheck $(PKGS); else echo "govulncheck not installed: skipped"; fi
+	$(MAKE) systemd-verify
+
+systemd-verify: build ## systemd-analyze verify on the unit (with this build as ExecStart)
+	@tmp=$$(mktemp -d); sed "s|/usr/local/bin/glmctl|$(CURDIR)/$(BIN)/glmctl|" systemd/glmctl.service > $$tmp/glmctl.service; \
+	  systemd-analyze verify $$tmp/glmctl.service; rc=$$?; rm -rf $$tmp; exit $$rc
+
+bench: build ## benchmarks: Go benchmarks and the supervisord comparison
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./pkg/...
+	@if [ -x bench/supervisord/run.sh ]; then bench/supervisord/run.sh; fi
+
+install: build ## install the binary and the systemd unit (root)
+	install -m 0755 $(BIN)/glmctl /usr/local/bin/glmctl
+	install -m 0644 systemd/glmctl.service /etc/systemd/system/glmctl.service
+	install -d -m 0750 /etc/glmctl
+
+clean:
+	rm -rf $(BIN)

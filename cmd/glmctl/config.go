@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	examples "github.com/glmctl/glmctl/hcl"
+	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/pkg/control"
+)
+
+// configSource says where the config comes from: the embedded demo, -c,
+// $GLMCTL_CONFIG, or /etc/glmctl/glmctl.hcl, in that order.
+func configSource(c *cli.Context) (path string, demo bool) {
+	if c.Bool("demo") {
+		return "demo.hcl (embedded)", true
+	}
+	return config.Find(c.String("config")), false
+}
+
+// loadConfig reads and validates the config; a bad config is exit code 2.
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	path, demo := configSource(c)
+	var (
+		cfg *config.Config
+		err error
+	)
+	if demo {
+		cfg, err = config.Parse(examples.Demo(), path)
+	} else {
+		cfg, err = config.Load(path)
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, exit(2, fmt.Errorf("%w\nTry: glmctl -c FILE …, GLMCTL_CONFIG=FILE, or --demo for the built-in demo", err))
+		}
+		return nil, exit(2, err)
+	}
+	return cfg, nil
+}
+
+// controlClient loads the config and returns a client for its control socket.
+func controlClient(c *cli.Context) (*control.Client, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return control.NewClient(cfg.Control.Socket), nil
+}
+
+// controlCall sends one control request; daemon unreachable is exit code 4.
+func controlCall(c *cli.Context, method string, _ any, _ any) error {
+	cl, err := controlClient(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+	defer cancel()
+	switch method {
+	case "audit.reopen":
+		err = cl.AuditReopen(ctx)
+	case "reload":
+		err = cl.Reload(ctx)
+	default:
+		return fmt.Errorf("unknown control method %q", method)
+	}
+	return controlErr(err)
+}
+
+// controlErr maps an unreachable daemon to exit code 4.
+func controlErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, control.ErrUnreachable) {
+		return exit(4, err)
+	}
+	return exit(1, err)
+}

@@ -1,0 +1,129 @@
+// Command glmctl runs and controls a self-hosted LLM box: it supervises the
+// model server and the web UI, guards the API, and keeps an audit trail.
+//
+// main is thin: commands return errors (wrapped with exit codes where the
+// contract fixes one) and run prints them once, as "Error: …".
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/glmctl/glmctl/pkg/launcher"
+)
+
+// Set by the linker (-X main.version=… -X main.commit=…).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	// A program's keeper is a re-exec of this binary; it never returns.
+	launcher.RunKeeperIfRequested()
+	os.Exit(run(os.Args))
+}
+
+// exitError carries an exit code chosen by a command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+// exit wraps err with an exit code; a nil err with a non-zero code exits
+// silently with that code.
+func exit(code int, err error) error { return &exitError{code: code, err: err} }
+
+func run(args []string) int {
+	app := newApp()
+	err := app.Run(reorderArgs(app, args))
+	if err == nil {
+		return 0
+	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+		if ee.err == nil {
+			return code
+		}
+	}
+	fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+	return code
+}
+
+func newApp() *cli.App {
+	app := &cli.App{
+		Name:                   "glmctl",
+		Usage:                  "supervise, guard and audit a self-hosted LLM box",
+		Version:                version,
+		UseShortOptionHandling: true,
+		HideVersion:            true,
+		Flags:                  globalFlags(),
+		Commands: []*cli.Command{
+			upCommand(),
+			statusCommand(),
+			actionCommand("start", "start programs and wait until they are RUNNING"),
+			actionCommand("stop", "stop programs and wait until they are stopped"),
+			actionCommand("restart", "restart programs and wait until they are RUNNING"),
+			logsCommand(),
+			reloadCommand(),
+			checkCommand(),
+			auditCommand(),
+			versionCommand(),
+			stubCommand(),
+		},
+		OnUsageError: usageError,
+	}
+	// -c/--config and --demo are accepted before or after the command.
+	for _, c := range app.Commands {
+		addGlobalFlags(c)
+	}
+	return app
+}
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (default $GLMCTL_CONFIG, then /etc/glmctl/glmctl.hcl)"},
+		&cli.BoolFlag{Name: "demo", Usage: "use the embedded demo config (stand-in model server and web UI on loopback)"},
+	}
+}
+
+// configFlag is kept for command files that declare it explicitly.
+func configFlag() cli.Flag { return globalFlags()[0] }
+
+func addGlobalFlags(c *cli.Command) {
+	have := map[string]bool{}
+	for _, f := range c.Flags {
+		for _, n := range f.Names() {
+			have[n] = true
+		}
+	}
+	for _, f := range globalFlags() {
+		if !have[f.Names()[0]] {
+			c.Flags = append(c.Flags, f)
+		}
+	}
+	if c.OnUsageError == nil {
+		c.OnUsageError = usageError
+	}
+	for _, sc := range c.Subcommands {
+		addGlobalFlags(sc)
+	}
+}
+
+// usageError maps flag-parsing errors to exit code 2.
+func usageError(_ *cli.Context, err error, _ bool) error {
+	return exit(2, fmt.Errorf("%w (see --help)", err))
+}

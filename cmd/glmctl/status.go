@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/glmctl/glmctl/pkg/control"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show programs, GPUs and the guard",
+		ArgsUsage: "[NAME…]",
+		Description: "Columns as supervisorctl prints them, plus health, restarts and last exit.\n" +
+			"Exit: 0 all RUNNING, 3 some not, 4 daemon unreachable.",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print one JSON object (stable field names)"}},
+		Action: func(c *cli.Context) error {
+			cl, err := controlClient(c)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
+			defer cancel()
+			st, err := cl.Status(ctx, c.Args().Slice()...)
+			if err != nil {
+				if re, ok := err.(*control.RemoteError); ok && re.Status == 404 {
+					return exit(1, err)
+				}
+				return controlErr(err)
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(st); err != nil {
+					return err
+				}
+			} else {
+				printStatus(c.App.Writer, st)
+			}
+			for _, p := range st.Programs {
+				if p.State != "RUNNING" {
+					return exit(3, nil)
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// printStatus writes aligned columns a supervisorctl user reads at once.
+func printStatus(w io.Writer, st *control.StatusReply) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tUPTIME\tRESTARTS\tHEALTH\tLAST EXIT\tMESSAGE")
+	for _, p := range st.Programs {
+		pid, up := "-", "-"
+		if p.PID > 0 {
+			pid = strconv.Itoa(p.PID)
+			up = formatUptime(p.UptimeSeconds)
+		}
+		last := "-"
+		if p.LastExit != nil {
+			last = strconv.Itoa(*p.LastExit)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.State, pid, up, p.Restarts, p.Health, last, p.Message)
+	}
+	tw.Flush()
+	if len(st.GPUs) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "GPU\tNAME\tUUID\tMEMORY")
+		for _, g := range st.GPUs {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s / %s\n", g.Index, g.Name, g.UUID, gib(g.MemoryUsedBytes), gib(g.MemoryTotalBytes))
+		}
+		tw.Flush()
+	} else if st.GPUMessage != "" {
+		fmt.Fprintf(w, "\nGPUs: %s\n", st.GPUMessage)
+	}
+	if st.Guard != nil {
+		ready := "ready"
+		if !st.Guard.Ready {
+			ready = "not ready (answering 503 until the model is RUNNING)"
+		}
+		fmt.Fprintf(w, "\nguard: %s -> %s, %s\n", st.Guard.Listen, st.Guard.Upstream, ready)
+	}
+}
+
+// formatUptime prints H:MM:SS like supervisorctl, with days when longer.
+func formatUptime(sec float64) string {
+	s := int64(sec)
+	d, s := s/86400, s%86400
+	h, s := s/3600, s%3600
+	m, s := s/60, s%60
+	if d > 0 {
+		return fmt.Sprintf("%d days, %d:%02d:%02d", d, h, m, s)
+	}
+	return fmt.Sprintf("%d:%02d:%02d", h, m, s)
+}
+
+func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }

@@ -1,0 +1,46 @@
+package audit
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the writer's Prometheus series.
+type metrics struct {
+	records   prometheus.Counter
+	errors    prometheus.Counter
+	bytes     prometheus.Counter
+	lastWrite prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		records: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "glmctl_audit_records_total",
+			Help: "Audit records written to the log (admin notes of the writer excluded).",
+		}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "glmctl_audit_write_errors_total",
+			Help: "Audit records that could not be written (disk full, permission, removed directory…).",
+		}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "glmctl_audit_bytes_total",
+			Help: "Bytes appended to the audit log.",
+		}),
+		lastWrite: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "glmctl_audit_last_write_timestamp_seconds",
+			Help: "Unix time of the last successful audit write.",
+		}),
+	}
+}
+
+// register adds the series to reg.
+func (m *metrics) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.records, m.errors, m.bytes, m.lastWrite} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register audit metrics: %w", err)
+		}
+	}
+	return nil
+}

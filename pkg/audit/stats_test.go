@@ -1,0 +1,117 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReadStats(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Rotate.MaxSize = 2 << 10
+	cfg.Rotate.Compress = true
+	w := mustOpen(t, cfg, Options{})
+	ctx := context.Background()
+	old := time.Now().Add(-2 * time.Hour).UTC()
+	write := func(r *Record) {
+		t.Helper()
+		if err := w.Write(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An old request, outside --since 1h.
+	write(&Record{Time: old, Stage: StageCompleted, RequestID: "old", Key: "user2", Path: "/v1/models", Status: 200, LatencyMS: 5})
+	for i := 1; i <= 100; i++ {
+		id := fmt.Sprintf("r%d", i)
+		write(&Record{Stage: StageReceived, RequestID: id, Key: "user1", Path: "/v1/chat/completions"})
+		write(&Record{Stage: StageCompleted, RequestID: id, Key: "user1", Client: fmt.Sprintf("10.0.0.%d", i%3),
+			Path: "/v1/chat/completions", Model: "glm-4.7-flash", Status: 200, PromptTokens: 10, CompletionTokens: 20,
+			LatencyMS: float64(i), TTFTMS: float64(i) / 10})
+	}
+	write(&Record{Stage: StageReceived, RequestID: "inflight", Key: "user1", Path: "/v1/chat/completions"})
+	write(&Record{Stage: StageCompleted, RequestID: "a", Status: 401, Path: "/v1/chat/completions", Error: "invalid_api_key"})
+	write(&Record{Stage: StageCompleted, RequestID: "b", Key: "user2", Status: 429, Limit: "tpm", Path: "/v1/chat/completions"})
+	write(&Record{Stage: StageCompleted, RequestID: "c", Key: "user2", Status: 413, Path: "/v1/chat/completions"})
+	write(&Record{Stage: StageCompleted, RequestID: "d", Key: "user2", Status: 502, Path: "/v1/chat/completions", Error: "upstream down", LatencyMS: 1000})
+	write(&Record{Stage: StageAdmin, Action: "key.created", Target: "bob"})
+	w.Close()
+	// A line that is no record.
+	f, _ := os.OpenFile(cfg.Path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("not json\n")
+	f.Close()
+
+	files, err := Files(cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bool
+	for _, f := range files {
+		gz = gz || strings.HasSuffix(f, ".gz")
+	}
+	if !gz { // compression runs in the background; make sure one file is
+		if err := gzipFile(files[0]); err != nil {
+			t.Fatal(err)
+		}
+		files[0] += ".gz"
+	}
+	s, err := ReadStats(files, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"requests", s.Requests, 104},
+		{"errors", s.Errors, 1},
+		{"rejected", s.Rejected, 3},
+		{"unfinished", s.Unfinished, 1},
+		{"admin", s.Admin, 1},
+		{"bad lines", s.BadLines, 1},
+		{"paths", len(s.Paths), 1},
+		{"chat calls", s.Paths["/v1/chat/completions"].Calls, 104},
+		{"chat max", s.Paths["/v1/chat/completions"].MaxMS, 1000.0},
+		{"chat min", s.Paths["/v1/chat/completions"].MinMS, 1.0},
+		{"chat avg", s.Paths["/v1/chat/completions"].AvgMS, (5050.0 + 1000) / 101},
+		{"user1 tokens in", s.Keys["user1"].PromptTokens, 1000},
+		{"user1 tokens out", s.Keys["user1"].CompletionTokens, 2000},
+		{"user2 rejected", s.Keys["user2"].Rejected, 2},
+		{"model", s.Models["glm-4.7-flash"], 100},
+		{"status 200", s.Statuses["200"], 100},
+		{"auth", s.Rejections["auth"], 1},
+		{"tpm", s.Rejections["limit:tpm"], 1},
+		{"size", s.Rejections["size"], 1},
+		{"p50", s.LatencyMS.P50, 51.0},
+		{"p95", s.LatencyMS.P95, 96.0},
+		{"p99", s.LatencyMS.P99, 100.0},
+		{"ttft p50", s.TTFTMS.P50, 5.0},
+		{"top client", s.TopClients[0], ClientCount{"10.0.0.1", 34}},
+		{"action", s.Actions["key.created"], 1},
+	}
+	for _, c := range checks {
+		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if _, err := json.Marshal(s); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := s.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"/v1/chat/completions", "limit:tpm", "user1", "TOP CLIENTS", "1 of"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	all, err := ReadStats(files, time.Time{})
+	if err != nil || all.Requests != 105 || all.Paths["/v1/models"].Calls != 1 {
+		t.Fatalf("without --since: %v %+v", err, all)
+	}
+}

@@ -1,0 +1,304 @@
+// Package daemon is `glmctl up`: it builds every long-lived part from the
+// config (audit writer, control socket, metrics and guard listeners, the
+// process supervisor), runs them under one errgroup, and turns signals into
+// reloads, audit reopens and a graceful stop.
+//
+// Start order: audit → control socket → metrics → guard (503 while the model
+// loads) → sd_notify READY → programs in dependency order. Stop order is the
+// reverse: stop accepting, drain, stop programs, flush the audit trail.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/glmctl/glmctl/pkg/audit"
+	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/pkg/control"
+	"github.com/glmctl/glmctl/pkg/guard"
+	"github.com/glmctl/glmctl/pkg/launcher"
+)
+
+// Options are what `glmctl up` passes in.
+type Options struct {
+	// Reload re-reads the configuration (from the same file) for SIGHUP and
+	// `glmctl reload`. Nil: reload re-parses nothing and only reloads the
+	// guard's key and limit files.
+	Reload func() (*config.Config, error)
+	Logger hclog.Logger
+	// Version is reported in glmctl_build_info.
+	Version string
+}
+
+// Daemon is one running `glmctl up`.
+type Daemon struct {
+	opts     Options
+	logger   hclog.Logger
+	registry *prometheus.Registry
+
+	mu  sync.Mutex // guards cfg
+	cfg *config.Config
+
+	audit   *audit.Writer
+	sup     *launcher.Supervisor
+	guard   *guard.Guard
+	control *control.Server
+	metrics *metricsServer
+	notify  *notifier
+}
+
+// New builds the daemon's parts from cfg. Nothing listens or runs yet, except
+// that the audit log is opened (so a bad audit path fails fast).
+func New(cfg *config.Config, opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	d := &Daemon{opts: opts, logger: opts.Logger, cfg: cfg, registry: prometheus.NewRegistry()}
+	for _, w := range cfg.Warnings {
+		d.logger.Warn("config: " + w.Error())
+	}
+	registerBuildInfo(d.registry, opts.Version)
+
+	if cfg.Audit != nil {
+		var hmacKey []byte
+		if cfg.Audit.HMACKeyFile != "" {
+			b, err := os.ReadFile(cfg.Audit.HMACKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("audit hmac_key_file: %w", err)
+			}
+			hmacKey = trimKey(b)
+		}
+		w, err := audit.Open(cfg.Audit, audit.Options{Logger: d.logger.Named("audit"), Registerer: d.registry, HMACKey: hmacKey})
+		if err != nil {
+			return nil, fmt.Errorf("open audit log: %w", err)
+		}
+		d.audit = w
+	}
+
+	sup, err := launcher.New(cfg.Programs, launcher.Options{Logger: d.logger})
+	if err != nil {
+		d.closeAudit()
+		return nil, fmt.Errorf("programs: %w", err)
+	}
+	d.sup = sup
+
+	if cfg.Guard != nil {
+		deps := guard.Deps{Logger: d.logger, Registerer: d.registry}
+		if d.audit != nil {
+			deps.Audit = d.audit
+		}
+		if name := cfg.Guard.Program; name != "" && cfg.Program(name) != nil {
+			deps.Ready = func() bool { return sup.Ready(name) }
+		}
+		g, err := guard.New(cfg.Guard, deps)
+		if err != nil {
+			d.closeAudit()
+			return nil, fmt.Errorf("guard: %w", err)
+		}
+		d.guard = g
+	}
+	if cfg.Metrics != nil {
+		m, err := newMetricsServer(cfg.Metrics, d.registry, d.logger.Named("metrics"))
+		if err != nil {
+			d.closeAudit()
+			return nil, err
+		}
+		d.metrics = m
+	}
+	d.control = control.NewServer(cfg.Control.Socket, &backend{d: d}, d.logger.Named("control"))
+	d.notify = newNotifier(d.logger)
+	return d, nil
+}
+
+// Registry is the daemon's own Prometheus registry.
+func (d *Daemon) Registry() *prometheus.Registry { return d.registry }
+
+func (d *Daemon) closeAudit() {
+	if d.audit != nil {
+		if err := d.audit.Close(); err != nil {
+			d.logger.Error("close audit log", "error", err)
+		}
+	}
+}
+
+// config returns the current configuration.
+func (d *Daemon) config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// Run runs until ctx is cancelled or SIGTERM/SIGINT arrives, then stops
+// everything gracefully and returns nil; a part that fails makes it return
+// that part's error after stopping the rest.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	defer d.closeAudit()
+
+	if err := d.control.Listen(); err != nil {
+		return err
+	}
+	if d.metrics != nil {
+		if err := d.metrics.Listen(); err != nil {
+			return err
+		}
+	}
+
+	// Programs run under their own context: on shutdown the listeners stop
+	// (the guard drains) before the programs are stopped.
+	progCtx, stopPrograms := context.WithCancel(context.Background())
+	defer stopPrograms()
+	supDone := make(chan error, 1)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.control.Run(gctx) })
+	if d.metrics != nil {
+		g.Go(func() error { return d.metrics.Run(gctx) })
+	}
+	if d.guard != nil {
+		g.Go(func() error { return d.guard.Run(gctx) })
+	}
+	g.Go(func() error { return d.handleSignals(gctx) })
+	g.Go(func() error { d.notify.Run(gctx, d.statusLine); return nil })
+
+	d.notify.Ready()
+	d.logger.Info("glmctl up", "control", d.cfg.Control.Socket, "programs", len(d.cfg.Programs))
+	go func() { supDone <- d.sup.Run(progCtx) }()
+
+	var supErr error
+	select {
+	case <-gctx.Done():
+	case supErr = <-supDone:
+		supDone = nil
+	}
+	d.notify.Stopping()
+	d.logger.Info("stopping")
+	err := g.Wait()
+	stopPrograms()
+	if supDone != nil {
+		supErr = <-supDone
+	}
+	if err == nil {
+		err = supErr
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	d.logger.Info("stopped", "error", err)
+	return err
+}
+
+// handleSignals turns SIGHUP into a reload and SIGUSR1 into an audit reopen.
+func (d *Daemon) handleSignals(ctx context.Context) error {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-ch:
+			switch s {
+			case syscall.SIGHUP:
+				if err := d.Reload(ctx); err != nil {
+					d.logger.Error("reload rejected; the previous configuration stays in force", "error", err)
+				}
+			case syscall.SIGUSR1:
+				if err := d.AuditReopen(); err != nil {
+					d.logger.Error("audit reopen", "error", err)
+				}
+			}
+		}
+	}
+}
+
+// Reload re-reads the configuration: changed programs restart, removed ones
+// stop, new ones start, unchanged ones are untouched; the guard re-reads its
+// key and limit files. An invalid config is rejected and the old one kept.
+func (d *Daemon) Reload(ctx context.Context) error {
+	d.notify.Reloading()
+	defer d.notify.Ready()
+	cfg := d.config()
+	if d.opts.Reload != nil {
+		next, err := d.opts.Reload()
+		if err != nil {
+			d.adminRecord("reload", "config", err)
+			return err
+		}
+		warnUnreloadable(d.logger, cfg, next)
+		if err := d.sup.Update(ctx, next.Programs); err != nil {
+			d.adminRecord("reload", "config", err)
+			return err
+		}
+		d.mu.Lock()
+		d.cfg = next
+		d.mu.Unlock()
+	}
+	var err error
+	if d.guard != nil {
+		err = d.guard.Reload()
+	}
+	d.adminRecord("reload", "config", err)
+	if err == nil {
+		d.logger.Info("configuration reloaded")
+	}
+	return err
+}
+
+// AuditReopen reopens the audit log file.
+func (d *Daemon) AuditReopen() error {
+	if d.audit == nil {
+		return errors.New("no audit block in the config")
+	}
+	return d.audit.Reopen()
+}
+
+// adminRecord writes an admin audit record; failures are logged, not fatal.
+func (d *Daemon) adminRecord(action, target string, actErr error) {
+	if d.audit == nil {
+		return
+	}
+	r := &audit.Record{Stage: audit.StageAdmin, Action: action, Target: target}
+	if actErr != nil {
+		r.Error = actErr.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.audit.Write(ctx, r); err != nil {
+		d.logger.Error("audit admin record", "action", action, "error", err)
+	}
+}
+
+// warnUnreloadable logs settings a reload cannot apply to a running daemon.
+func warnUnreloadable(logger hclog.Logger, old, next *config.Config) {
+	if old.Control != next.Control {
+		logger.Warn("control.socket changed: restart glmctl to apply it")
+	}
+	if (old.Guard == nil) != (next.Guard == nil) || (old.Guard != nil && (old.Guard.Listen != next.Guard.Listen || old.Guard.Upstream != next.Guard.Upstream)) {
+		logger.Warn("guard listener or upstream changed: restart glmctl to apply it (key and limit files reload live)")
+	}
+	if (old.Audit == nil) != (next.Audit == nil) || (old.Audit != nil && *old.Audit != *next.Audit) {
+		logger.Warn("audit settings changed: restart glmctl to apply them")
+	}
+	if (old.Metrics == nil) != (next.Metrics == nil) || (old.Metrics != nil && *old.Metrics != *next.Metrics) {
+		logger.Warn("metrics settings changed: restart glmctl to apply them")
+	}
+}
+
+func trimKey(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

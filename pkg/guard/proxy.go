@@ -1,0 +1,285 @@
+package guard
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// newProxy builds the reverse proxy to the upstream: a pooled transport sized
+// for hundreds of concurrent requests, every stream chunk flushed as it
+// arrives, usage read on the way back.
+func (g *Guard) newProxy() *httputil.ReverseProxy {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 nil, // never via an environment proxy
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024, // Go's default of 2 would redial under load
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass bodies through as they are
+		WriteBufferSize:       8 << 10,
+		ReadBufferSize:        8 << 10,
+	}
+	if g.up.socket != "" {
+		sock := g.up.socket
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", sock)
+		}
+	}
+	return &httputil.ReverseProxy{
+		Rewrite:        g.rewrite,
+		Transport:      tr,
+		FlushInterval:  -1,
+		ErrorHandler:   g.proxyError,
+		ModifyResponse: g.modifyResponse,
+		BufferPool:     newBufferPool(8 << 10),
+		ErrorLog:       g.log.StandardLogger(nil),
+	}
+}
+
+// rewrite sends the request to the upstream on exactly the path the guard
+// checked, without the client's credentials.
+func (g *Guard) rewrite(pr *httputil.ProxyRequest) {
+	x := exchangeFrom(pr.In.Context())
+	u := pr.Out.URL
+	u.Scheme, u.Host, u.Path, u.RawPath = g.up.scheme, g.up.host, x.path, ""
+	u.User = nil
+	pr.Out.Host = g.up.host
+	h := pr.Out.Header
+	h.Del("Authorization")
+	h.Del("Proxy-Authorization")
+	h.Del("Cookie")
+	h.Set("X-Request-Id", x.id)
+}
+
+// proxyError answers 502 when the upstream cannot be reached; a client that
+// went away gets nothing.
+func (g *Guard) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	x := exchangeFrom(r.Context())
+	if r.Context().Err() != nil {
+		x.errMsg = "client_closed"
+		return
+	}
+	g.log.Warn("upstream unreachable", "request_id", x.id, "error", err)
+	x.errMsg = codeUpstream
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusBadGateway, typeServer, codeUpstream, "The model server cannot be reached; try again shortly.")
+}
+
+// modifyResponse wraps the upstream body to read usage (and hide the usage
+// chunk the guard asked for on the client's behalf).
+func (g *Guard) modifyResponse(resp *http.Response) error {
+	x := exchangeFrom(resp.Request.Context())
+	x.upstreamStatus = resp.StatusCode
+	h := resp.Header
+	h.Del("X-Request-Id")
+	for k := range h {
+		if strings.HasPrefix(strings.ToLower(k), "x-ratelimit-") {
+			h.Del(k)
+		}
+	}
+	ct := h.Get("Content-Type")
+	switch {
+	case resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "text/event-stream"):
+		resp.Body = &sseFilter{src: resp.Body, x: x}
+		h.Del("Content-Length")
+		resp.ContentLength = -1
+	case resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "application/json"):
+		resp.Body = &usageReader{src: resp.Body, x: x}
+	default:
+		resp.Body = &usageReader{src: resp.Body, x: x, skip: true}
+	}
+	return nil
+}
+
+// usageJSON is OpenAI's usage object.
+type usageJSON struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+func (x *exchange) setUsage(u *usageJSON) {
+	x.usageSeen = true
+	x.promptTokens, x.completionTokens = u.PromptTokens, u.CompletionTokens
+	if u.CompletionTokens == 0 && u.TotalTokens > u.PromptTokens {
+		x.completionTokens = u.TotalTokens - u.PromptTokens
+	}
+}
+
+// maxUsageBody bounds how much of a JSON response is kept to find its usage;
+// a longer response is charged its reservation.
+const maxUsageBody = 8 << 20
+
+// usageReader passes a JSON body through and reads its usage at the end.
+type usageReader struct {
+	src  io.ReadCloser
+	x    *exchange
+	skip bool // only note the end, do not parse
+	buf  []byte
+	over bool
+}
+
+func (u *usageReader) Read(p []byte) (int, error) {
+	n, err := u.src.Read(p)
+	if !u.skip && !u.over {
+		if len(u.buf)+n > maxUsageBody {
+			u.over, u.buf = true, nil
+		} else {
+			u.buf = append(u.buf, p[:n]...)
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		u.x.upstreamDone = true
+		if !u.skip && !u.over {
+			var body struct {
+				Usage *usageJSON `json:"usage"`
+			}
+			if json.Unmarshal(u.buf, &body) == nil && body.Usage != nil {
+				u.x.setUsage(body.Usage)
+			}
+			u.buf = nil
+		}
+	}
+	return n, err
+}
+
+func (u *usageReader) Close() error { return u.src.Close() }
+
+// sseFilter passes a server-sent event stream through event by event, reads
+// the usage chunk, and drops it when the client did not ask for it.
+type sseFilter struct {
+	src    io.ReadCloser
+	x      *exchange
+	in     []byte // bytes of the event being received
+	out    []byte // complete events ready for the client (a window on outBuf)
+	outBuf []byte
+	err    error // from src, returned once in and out are drained
+}
+
+func (f *sseFilter) Read(p []byte) (int, error) {
+	for len(f.out) == 0 {
+		if f.err != nil {
+			if len(f.in) > 0 { // a last event without its blank line
+				f.out, f.in = append(f.outBuf[:0], f.in...), f.in[:0]
+				break
+			}
+			if errors.Is(f.err, io.EOF) {
+				f.x.upstreamDone = true
+			}
+			return 0, f.err
+		}
+		if cap(f.in)-len(f.in) < 1024 {
+			f.in = slices.Grow(f.in, 4096)
+		}
+		n, err := f.src.Read(f.in[len(f.in):cap(f.in)])
+		f.in = f.in[:len(f.in)+n]
+		f.err = err
+		f.split()
+	}
+	n := copy(p, f.out)
+	f.out = f.out[n:]
+	return n, nil
+}
+
+// split moves every complete event from in to out.
+func (f *sseFilter) split() {
+	if len(f.out) == 0 {
+		f.out = f.outBuf[:0]
+	}
+	start := 0
+	for {
+		i, sep := eventEnd(f.in[start:])
+		if i < 0 {
+			break
+		}
+		ev := f.in[start : start+i+sep]
+		if f.keep(ev) {
+			f.out = append(f.out, ev...)
+			if cap(f.out) > cap(f.outBuf) {
+				f.outBuf = f.out[:0]
+			}
+		}
+		start += i + sep
+	}
+	if start > 0 {
+		f.in = f.in[:copy(f.in, f.in[start:])]
+	}
+}
+
+// eventEnd finds the blank line ending an event: its index and length.
+func eventEnd(b []byte) (int, int) {
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+		if j := bytes.Index(b[:i+1], []byte("\r\n\r\n")); j >= 0 {
+			return j, 4
+		}
+		return i, 2
+	}
+	if j := bytes.Index(b, []byte("\r\n\r\n")); j >= 0 {
+		return j, 4
+	}
+	return -1, 0
+}
+
+// keep reads usage from an event and says whether the client gets it.
+func (f *sseFilter) keep(ev []byte) bool {
+	if !bytes.Contains(ev, []byte(`"usage"`)) {
+		return true
+	}
+	var data []byte
+	for _, line := range bytes.Split(ev, []byte("\n")) {
+		line = bytes.TrimRight(line, "\r")
+		if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			data = append(data, bytes.TrimPrefix(rest, []byte(" "))...)
+		}
+	}
+	var chunk struct {
+		Choices []json.RawMessage `json:"choices"`
+		Usage   *usageJSON        `json:"usage"`
+	}
+	if json.Unmarshal(data, &chunk) != nil || chunk.Usage == nil {
+		return true
+	}
+	f.x.setUsage(chunk.Usage)
+	return !(f.x.hideUsage && len(chunk.Choices) == 0)
+}
+
+func (f *sseFilter) Close() error { return f.src.Close() }
+
+// bufferPool recycles the proxy's copy buffers.
+type bufferPool struct {
+	size int
+	pool sync.Pool
+}
+
+func newBufferPool(size int) *bufferPool {
+	return &bufferPool{size: size}
+}
+
+// Get returns a buffer of the pool's size.
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.pool.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, b.size)
+}
+
+// Put returns a buffer to the pool.
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) == b.size {
+		buf = buf[:b.size]
+		b.pool.Put(&buf)
+	}
+}

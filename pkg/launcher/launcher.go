@@ -1,0 +1,483 @@
+// Package launcher supervises glmctl's programs (the model server, the web
+// UI): it spawns them, decides when they are ready, restarts them with
+// capped backoff, stops them with their whole process tree, and captures
+// their output.
+//
+// # States
+//
+// supervisord's states: STOPPED, STARTING, RUNNING, BACKOFF, STOPPING,
+// EXITED, FATAL. A program is RUNNING only once ready: with a health probe,
+// when the first probe passes within start_timeout (a refused connection
+// meanwhile means "still loading"); without one, once it stayed alive for
+// start_secs. While RUNNING, `failures` consecutive failed probes restart it.
+//
+// # Restarts
+//
+// restart = always restarts on any exit that was not asked for, exit 0
+// included (vLLM can exit 0 when its engine dies); on-failure only on a
+// non-zero exit or a signal; never leaves it EXITED. The n-th consecutive
+// restart waits backoff.initial·2^(n-1), capped at backoff.max, minus up to
+// 25% of jitter (zero backoff restarts at once). A run that stays RUNNING for
+// max(60s, backoff.max) resets the sequence. A program that ends before it is
+// ready is a failed start: start_retries of them within 60 s make it FATAL
+// (0 behaves like 1); with restart = never (or on-failure and exit 0) it is
+// EXITED instead. A missing executable, an unknown user or a bad directory is
+// FATAL at once: retrying cannot fix it. Start from FATAL tries again.
+//
+// # Dependencies
+//
+// A program starts only once every program in its depends_on is RUNNING and
+// healthy. Start starts the missing dependencies first (whatever their
+// autostart), and fails if one of them fails. Run's autostart waits for
+// dependencies as long as it takes, so a dependent follows a dependency that
+// an operator recovers from FATAL. Stop and shutdown stop dependents before
+// their dependencies; Stop of one program does not stop its dependents.
+//
+// # Process trees
+//
+// Every program runs under a keeper, a re-exec of the current executable
+// (see RunKeeperIfRequested) started from a goroutine locked to its OS
+// thread with a parent-death signal. Where CLONE_NEWPID is allowed (root),
+// the keeper is PID 1 of a new PID namespace: stop_signal reaches every
+// process of the program (kill(-1) from PID 1, setsid escapees included);
+// when the program's main process exits, the keeper SIGKILLs what is left;
+// SIGKILL of the keeper, on stop_timeout or when glmctl itself dies (even by
+// kill -9), makes the kernel kill the whole namespace at once. Where PID
+// namespaces are refused, the keeper is a child subreaper that signals every
+// descendant it finds in /proc (process group plus the parent chain, which
+// setsid does not break) and SIGKILLs them all when the main process exits,
+// when asked, or when glmctl dies (it learns that from its control pipe
+// closing and from a parent-death SIGTERM). What that fallback cannot promise:
+// if the keeper itself is SIGKILLed (by the OOM killer, or a kill -9 aimed at
+// it), its descendants are re-parented to init and survive.
+//
+// # Output
+//
+// Each line of stdout and stderr goes to the program's log file (O_APPEND,
+// 0600, rotated at max_size into NAME.1 … NAME.keep), to the logger
+// Named(program) with a level guessed from the line, and to an in-memory
+// tail of the last 1000 lines (Tail, Follow). Lines over 16 KiB are split.
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/glmctl/glmctl/pkg/config"
+)
+
+// Errors returned by the Supervisor.
+var (
+	// ErrUnknownProgram is returned for a name that is not configured.
+	ErrUnknownProgram = errors.New("unknown program")
+	// ErrClosed is returned once Run has returned.
+	ErrClosed = errors.New("supervisor stopped")
+)
+
+// Options configure a Supervisor.
+type Options struct {
+	// Logger receives the supervisor's own log; each program's output goes to
+	// Logger.Named(program). Nil discards everything.
+	Logger hclog.Logger
+	// PreStart, when set, runs before every start of a program (GPU
+	// preflight). The env it returns is added to the program's environment;
+	// an error is a failed start, shown in the program's status message.
+	PreStart func(ctx context.Context, p *config.Program) (env []string, err error)
+	// OnEvent, when set, is called at every state transition, from the
+	// program's own goroutine: it must not block.
+	OnEvent func(Event)
+}
+
+// Event is one state transition of a program.
+type Event struct {
+	Program  string
+	From, To string // states
+	Time     time.Time
+	PID      int
+	LastExit *int
+	Message  string
+}
+
+// Status is the state of one program.
+type Status struct {
+	Name     string
+	State    string    // STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL
+	PID      int       // the program's main process; 0 when not running
+	Started  time.Time // when the current run began; zero when none
+	Restarts int       // automatic restarts (crashes, failed health checks)
+	Health   string    // healthy | unhealthy | unknown | none
+	// LastExit is the last exit code (128+N after a death by signal N), or nil.
+	LastExit *int
+	// LastSignal names the signal of the last death by signal ("SIGKILL"), or "".
+	LastSignal string
+	Message    string // why it is in this state: "loading 2m31s", an error…
+}
+
+// Supervisor runs a set of programs.
+type Supervisor struct {
+	opts Options
+	log  hclog.Logger
+	exe  string
+
+	mu    sync.Mutex
+	progs map[string]*program
+	order []string // config order
+
+	running chan struct{} // closed when Run starts
+	closed  chan struct{} // closed when Run is shutting down
+	runCtx  context.Context
+	loops   sync.WaitGroup
+	bg      sync.WaitGroup // autostart waiters
+
+	noPIDNS atomic.Bool
+	// stableAfter overrides the stable-run duration that resets backoff (tests).
+	stableAfter time.Duration
+	// outputGrace bounds the wait for a program's pipes after its keeper exited.
+	outputGrace time.Duration
+}
+
+// New validates programs and returns a Supervisor for them; nothing runs
+// before Run.
+func New(programs []*config.Program, opts Options) (*Supervisor, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	progs, err := normalize(programs)
+	if err != nil {
+		return nil, err
+	}
+	s := &Supervisor{
+		opts:        opts,
+		log:         opts.Logger,
+		exe:         exe,
+		progs:       map[string]*program{},
+		running:     make(chan struct{}),
+		closed:      make(chan struct{}),
+		outputGrace: 2 * time.Second,
+	}
+	for _, cfg := range progs {
+		s.progs[cfg.Name] = newProgram(s, cfg)
+		s.order = append(s.order, cfg.Name)
+	}
+	return s, nil
+}
+
+// Run starts the autostart programs in dependency order and supervises
+// them. When ctx is cancelled it stops every program, dependents first, and
+// returns nil once all of them are reaped.
+func (s *Supervisor) Run(ctx context.Context) error {
+	select {
+	case <-s.running:
+		return errors.New("launcher: Run called twice")
+	default:
+	}
+	s.mu.Lock()
+	s.runCtx = ctx
+	var auto []string
+	for _, name := range s.order {
+		p := s.progs[name]
+		s.loops.Add(1)
+		go func() { defer s.loops.Done(); p.loop() }()
+		if p.cfg.Autostart {
+			auto = append(auto, name)
+		}
+	}
+	close(s.running)
+	s.mu.Unlock()
+
+	s.autostart(auto)
+	<-ctx.Done()
+
+	s.mu.Lock()
+	close(s.closed)
+	names := slices.Clone(s.order)
+	s.mu.Unlock()
+	s.bg.Wait()
+	s.log.Info("stopping all programs")
+	if err := s.stopGraph(context.Background(), names, true); err != nil {
+		s.log.Error("stopping programs", "error", err)
+	}
+	s.loops.Wait()
+	return nil
+}
+
+// autostart starts names in the background, each once its dependencies are
+// RUNNING, waiting for them as long as it takes.
+func (s *Supervisor) autostart(names []string) {
+	if len(names) == 0 {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		if err := s.startGraph(s.runCtx, names, true); err != nil && s.runCtx.Err() == nil {
+			s.log.Error("autostart", "error", err)
+		}
+	}()
+}
+
+// ready waits for Run to have started.
+func (s *Supervisor) ready(ctx context.Context) error {
+	select {
+	case <-s.running:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+		return nil
+	}
+}
+
+// Start starts the named programs (all when none is named) and their
+// dependencies, and waits until they are RUNNING, have failed, or ctx is
+// done. Starting a FATAL program tries again.
+func (s *Supervisor) Start(ctx context.Context, names ...string) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	names, err := s.resolve(names)
+	if err != nil {
+		return err
+	}
+	return s.startGraph(ctx, names, false)
+}
+
+// Stop stops the named programs (all when none is named), dependents before
+// their dependencies, and waits until they are stopped.
+func (s *Supervisor) Stop(ctx context.Context, names ...string) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	names, err := s.resolve(names)
+	if err != nil {
+		return err
+	}
+	return s.stopGraph(ctx, names, false)
+}
+
+// Restart stops, then starts the named programs (all when none is named).
+func (s *Supervisor) Restart(ctx context.Context, names ...string) error {
+	if err := s.Stop(ctx, names...); err != nil {
+		return err
+	}
+	return s.Start(ctx, names...)
+}
+
+// Status reports the named programs (all, in config order, when none is named).
+func (s *Supervisor) Status(names ...string) ([]Status, error) {
+	names, err := s.resolve(names)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Status, 0, len(names))
+	for _, n := range names {
+		st, _, _ := s.program(n).watch()
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Ready reports whether the program is RUNNING and not failing its health
+// checks (the guard answers 503 otherwise).
+func (s *Supervisor) Ready(name string) bool {
+	p := s.program(name)
+	if p == nil {
+		return false
+	}
+	st, _, _ := p.watch()
+	return st.State == StateRunning && (st.Health == HealthHealthy || st.Health == HealthNone)
+}
+
+// Tail returns up to the last n captured lines of the program (all kept
+// lines when n ≤ 0), oldest first.
+func (s *Supervisor) Tail(name string, n int) ([]string, error) {
+	p := s.program(name)
+	if p == nil {
+		return nil, fmt.Errorf("%q: %w", name, ErrUnknownProgram)
+	}
+	return p.out.tail(n), nil
+}
+
+// Follow streams the program's new output lines until ctx is done, then
+// closes the channel. A reader that falls more than 1024 lines behind loses
+// lines rather than slowing the program down.
+func (s *Supervisor) Follow(ctx context.Context, name string) (<-chan string, error) {
+	p := s.program(name)
+	if p == nil {
+		return nil, fmt.Errorf("%q: %w", name, ErrUnknownProgram)
+	}
+	in, unfollow := p.out.follow()
+	out := make(chan string)
+	go func() {
+		defer close(out)
+		defer unfollow()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case l := <-in:
+				select {
+				case out <- l:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Update applies a new set of programs (a reload): removed programs are
+// stopped, changed ones are stopped and, if they were active, started again
+// with the new config, added ones start if autostart; unchanged ones are not
+// touched. It returns once the stops are done and the starts are under way
+// (it does not wait for readiness).
+func (s *Supervisor) Update(ctx context.Context, programs []*config.Program) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	next, err := normalize(programs)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	var removed, changed, added []string
+	newCfg := map[string]*config.Program{}
+	for _, c := range next {
+		newCfg[c.Name] = c
+		old, ok := s.progs[c.Name]
+		switch {
+		case !ok:
+			added = append(added, c.Name)
+		case !reflect.DeepEqual(old.currentConfig(), c):
+			changed = append(changed, c.Name)
+		}
+	}
+	for _, n := range s.order {
+		if newCfg[n] == nil {
+			removed = append(removed, n)
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("applying new program set", "added", added, "changed", changed, "removed", removed)
+
+	var restart []string
+	for _, n := range changed {
+		switch s.program(n).state() {
+		case StateStarting, StateRunning, StateBackoff:
+			restart = append(restart, n)
+		}
+	}
+	if err := s.stopGraph(ctx, append(slices.Clone(removed), changed...), false); err != nil {
+		return fmt.Errorf("update: %w", err)
+	}
+	for _, n := range removed {
+		p := s.program(n)
+		_, _ = p.do(command{kind: cmdQuit})
+		<-p.done
+	}
+	for _, n := range changed {
+		_, _ = s.program(n).do(command{kind: cmdConfig, cfg: newCfg[n]})
+	}
+
+	s.mu.Lock()
+	for _, n := range removed {
+		delete(s.progs, n)
+	}
+	for _, n := range added {
+		p := newProgram(s, newCfg[n])
+		s.progs[n] = p
+		s.loops.Add(1)
+		go func() { defer s.loops.Done(); p.loop() }()
+	}
+	s.order = s.order[:0]
+	for _, c := range next {
+		s.order = append(s.order, c.Name)
+	}
+	s.mu.Unlock()
+
+	for _, n := range added {
+		if newCfg[n].Autostart {
+			restart = append(restart, n)
+		}
+	}
+	select {
+	case <-s.closed:
+	default:
+		s.autostart(restart)
+	}
+	return nil
+}
+
+// currentConfig is the config the program runs with (any goroutine).
+func (p *program) currentConfig() *config.Program {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conf
+}
+
+// program returns the named program or nil.
+func (s *Supervisor) program(name string) *program {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.progs[name]
+}
+
+// resolve checks names; none means all, in config order.
+func (s *Supervisor) resolve(names []string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(names) == 0 {
+		return slices.Clone(s.order), nil
+	}
+	var errs []error
+	for _, n := range names {
+		if s.progs[n] == nil {
+			errs = append(errs, fmt.Errorf("%q: %w", n, ErrUnknownProgram))
+		}
+	}
+	return names, errors.Join(errs...)
+}
+
+// stableRun is how long a program must stay RUNNING to reset its backoff.
+func (s *Supervisor) stableRun(cfg *config.Program) time.Duration {
+	if s.stableAfter > 0 {
+		return s.stableAfter
+	}
+	return max(minStableRun, cfg.Backoff.Max)
+}
+
+// parseSignal reads "SIGTERM", "TERM" or "15"; SIGTERM when unknown.
+func parseSignal(name string) syscall.Signal {
+	if n, err := strconv.Atoi(name); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n)
+	}
+	name = strings.ToUpper(strings.TrimSpace(name))
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig
+	}
+	return syscall.SIGTERM
+}

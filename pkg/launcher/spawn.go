@@ -1,0 +1,439 @@
+package launcher
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/glmctl/glmctl/pkg/config"
+)
+
+// exitInfo is how one run of a program ended.
+type exitInfo struct {
+	code   int            // exit code; -1 when killed by a signal or never run
+	signal syscall.Signal // the signal that killed it, or 0
+	// err is set when the program never ran: the pre-start hook failed
+	// (prestart), or it could not be executed (fatal: executable, user, directory).
+	err      error
+	fatal    bool
+	canceled bool // stopped before it was spawned
+}
+
+func (e exitInfo) String() string {
+	switch {
+	case e.err != nil:
+		return e.err.Error()
+	case e.canceled:
+		return "stopped before start"
+	case e.signal != 0:
+		return "killed by " + unix.SignalName(e.signal)
+	default:
+		return "exited with code " + strconv.Itoa(e.code)
+	}
+}
+
+// success reports a clean exit with code 0.
+func (e exitInfo) success() bool {
+	return e.err == nil && !e.canceled && e.signal == 0 && e.code == 0
+}
+
+// lastExit is the value shown as "last exit": the code, or 128+N for a
+// signal death (the shell's convention), or nil when it never ran.
+func (e exitInfo) lastExit() *int {
+	if e.err != nil || e.canceled {
+		return nil
+	}
+	v := e.code
+	if e.signal != 0 {
+		v = 128 + int(e.signal)
+	}
+	return &v
+}
+
+// instance is one run of a program: its keeper, pipes and readers. The
+// program loop owns it; its goroutines report back through events.
+type instance struct {
+	p   *program
+	cfg *config.Program
+	env []string
+
+	ctx    context.Context // cancelled when the instance is stopped or ends
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	ctl        *os.File    // control pipe to the keeper; nil before spawn and after exit
+	keeper     *os.Process // nil before spawn
+	nsMode     bool
+	pendingSig syscall.Signal
+	killed     bool
+
+	pid     atomic.Int64 // the program's host PID
+	ready   atomic.Bool  // set by the loop once RUNNING: probes slow down
+	done    chan struct{}
+	started time.Time
+
+	// Owned by the loop.
+	readyAt     time.Time
+	failedStart bool // killed for not becoming ready in time
+	unhealthy   bool // killed for failing its health checks
+	stopping    bool // stop_signal sent
+	stopTimer   *time.Timer
+}
+
+func newInstance(p *program, cfg *config.Program) *instance {
+	ctx, cancel := context.WithCancel(p.sup.runCtx)
+	return &instance{p: p, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{}), started: time.Now()}
+}
+
+// run performs the pre-start hook, spawns the keeper and supervises it until
+// it is gone and its pipes are drained; it then reports evExited.
+func (in *instance) run() {
+	defer close(in.done)
+	info := in.runKeeper()
+	in.cancel()
+	in.p.send(event{kind: evExited, in: in, exit: info})
+}
+
+func (in *instance) runKeeper() exitInfo {
+	s := in.p.sup
+	env, cred, err := in.prepare()
+	if err != nil {
+		return exitInfo{code: -1, err: err, fatal: true}
+	}
+	if s.opts.PreStart != nil {
+		extra, err := s.opts.PreStart(in.ctx, in.cfg)
+		if in.ctx.Err() != nil {
+			return exitInfo{code: -1, canceled: true}
+		}
+		if err != nil {
+			return exitInfo{code: -1, err: fmt.Errorf("pre-start: %w", err)}
+		}
+		env = append(env, extra...)
+	}
+	in.env = env
+	if in.ctx.Err() != nil {
+		return exitInfo{code: -1, canceled: true}
+	}
+	spec := keeperSpec{Argv: in.cfg.Command, Dir: in.cfg.Directory, Env: env}
+	if cred != nil {
+		spec.UID, spec.GID, spec.Groups = &cred.Uid, cred.Gid, cred.Groups
+	}
+
+	// Pdeathsig fires when the thread that forked the keeper exits
+	// (golang/go#27505), so that thread stays locked to this goroutine until
+	// the keeper is reaped.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	k, err := in.startKeeper(&spec)
+	if err != nil {
+		return exitInfo{code: -1, err: fmt.Errorf("start keeper: %w", err), fatal: true}
+	}
+	var (
+		readers sync.WaitGroup
+		last    keeperEvent
+	)
+	readers.Add(3)
+	go func() { defer readers.Done(); in.p.out.read(k.stdout, "stdout") }()
+	go func() { defer readers.Done(); in.p.out.read(k.stderr, "stderr") }()
+	go func() {
+		defer readers.Done()
+		last = in.readStatus(k.status)
+	}()
+
+	ws, werr := k.cmd.Process.Wait()
+	drained := make(chan struct{})
+	go func() { readers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(s.outputGrace):
+		// Only possible without a PID namespace: an escaped process still
+		// holds the pipes. Stop reading rather than hang.
+		k.stdout.Close()
+		k.stderr.Close()
+		k.status.Close()
+		<-drained
+	}
+	in.mu.Lock()
+	in.ctl.Close()
+	in.ctl = nil
+	in.mu.Unlock()
+	k.stdout.Close()
+	k.stderr.Close()
+	k.status.Close()
+
+	switch last.Kind {
+	case "exit":
+		if last.Signal != 0 {
+			return exitInfo{code: -1, signal: syscall.Signal(last.Signal)}
+		}
+		return exitInfo{code: last.Code}
+	case "execerr":
+		return exitInfo{code: -1, err: errors.New(last.Err), fatal: true}
+	}
+	// The keeper died without reporting: it was SIGKILLed (stop escalation),
+	// and the program with it.
+	if werr == nil {
+		if st, ok := ws.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			return exitInfo{code: -1, signal: st.Signal()}
+		}
+		if ws.ExitCode() == 0 {
+			return exitInfo{code: -1, signal: syscall.SIGKILL}
+		}
+	}
+	return exitInfo{code: -1, err: fmt.Errorf("keeper failed: %v", ws), fatal: false}
+}
+
+// prepare builds the program's environment and credentials.
+func (in *instance) prepare() ([]string, *syscall.Credential, error) {
+	env := os.Environ()
+	var cred *syscall.Credential
+	if name := in.cfg.User; name != "" {
+		u, err := user.Lookup(name)
+		if err != nil {
+			var unk user.UnknownUserError
+			if errors.As(err, &unk) {
+				return nil, nil, fmt.Errorf("user %q: unknown user", name)
+			}
+			return nil, nil, fmt.Errorf("user %q: %w", name, err)
+		}
+		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+		if err1 != nil || err2 != nil {
+			return nil, nil, fmt.Errorf("user %q: non-numeric uid/gid", name)
+		}
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if gids, err := u.GroupIds(); err == nil {
+			for _, g := range gids {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+					cred.Groups = append(cred.Groups, uint32(n))
+				}
+			}
+		}
+		env = append(env, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username)
+	}
+	for k, v := range in.cfg.Env {
+		env = append(env, k+"="+v)
+	}
+	return dedupEnv(env), cred, nil
+}
+
+// dedupEnv keeps the last value of each variable, in first-seen order.
+func dedupEnv(env []string) []string {
+	idx := make(map[string]int, len(env))
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == keeperEnv {
+			continue
+		}
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+// keeperProc is a started keeper and the parent's ends of its pipes.
+type keeperProc struct {
+	cmd                    *exec.Cmd
+	stdout, stderr, status *os.File
+}
+
+// startKeeper starts the keeper in a new PID namespace (or, where that is
+// refused, as a plain child subreaper) and sends it spec.
+func (in *instance) startKeeper(spec *keeperSpec) (*keeperProc, error) {
+	s := in.p.sup
+	var files []*os.File
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
+	}
+	fail := func(err error) (*keeperProc, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
+	}
+	ctlR, ctlW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	stR, stW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	outR, outW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	errR, errW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	newCmd := func(ns bool) *exec.Cmd {
+		c := &exec.Cmd{
+			Path:       s.exe,
+			Args:       []string{s.exe, "keeper", in.cfg.Name},
+			Env:        []string{keeperEnv + "=1"},
+			Stdout:     outW,
+			Stderr:     errW,
+			ExtraFiles: []*os.File{ctlR, stW},
+			SysProcAttr: &syscall.SysProcAttr{
+				Setpgid:   true, // a terminal's ^C reaches glmctl only; it stops programs in order
+				Pdeathsig: syscall.SIGKILL,
+			},
+		}
+		if ns {
+			c.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+		} else {
+			// It must outlive us for a moment to kill its descendants.
+			c.SysProcAttr.Pdeathsig = syscall.SIGTERM
+		}
+		return c
+	}
+	ns := !s.noPIDNS.Load()
+	cmd := newCmd(ns)
+	err = cmd.Start()
+	if err != nil && ns && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC)) {
+		if !s.noPIDNS.Swap(true) {
+			s.log.Warn("PID namespaces unavailable; supervising without them (a program's setsid escapees may outlive a kill -9 of glmctl)", "error", err)
+		}
+		ns = false
+		cmd = newCmd(false)
+		err = cmd.Start()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	ctlR.Close()
+	stW.Close()
+	outW.Close()
+	errW.Close()
+
+	b, _ := json.Marshal(spec)
+	_, werr := ctlW.Write(append(b, '\n'))
+	in.mu.Lock()
+	in.ctl, in.keeper, in.nsMode = ctlW, cmd.Process, ns
+	in.pid.Store(int64(cmd.Process.Pid))
+	pending, killed := in.pendingSig, in.killed
+	in.mu.Unlock()
+	if werr != nil {
+		_ = cmd.Process.Kill()
+	}
+	if killed {
+		in.kill()
+	} else if pending != 0 {
+		in.signal(pending)
+	}
+	return &keeperProc{cmd: cmd, stdout: outR, stderr: errR, status: stR}, nil
+}
+
+// readStatus reads the keeper's events until EOF and returns the last one.
+func (in *instance) readStatus(r *os.File) keeperEvent {
+	var last keeperEvent
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var ev keeperEvent
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
+		}
+		last = ev
+		if ev.Kind == "started" {
+			pid := ev.PID
+			if in.nsModeNow() || pid <= 0 {
+				pid = in.hostPID()
+			}
+			in.pid.Store(int64(pid))
+			in.p.send(event{kind: evStarted, in: in})
+		}
+	}
+	return last
+}
+
+func (in *instance) nsModeNow() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.nsMode
+}
+
+// hostPID finds the program's PID as glmctl sees it: the keeper's only child
+// right after the start. Falls back to the keeper's PID.
+func (in *instance) hostPID() int {
+	in.mu.Lock()
+	kp := in.keeper.Pid
+	in.mu.Unlock()
+	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(kp) + "/task")
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(kp) + "/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				return n
+			}
+		}
+	}
+	return kp
+}
+
+// signal asks the keeper to send sig to the whole program. Before the keeper
+// runs, it cancels the start instead (and the signal is delivered if the
+// spawn was already under way).
+func (in *instance) signal(sig syscall.Signal) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.ctl == nil {
+		in.pendingSig = sig
+		in.cancel()
+		return
+	}
+	_, _ = fmt.Fprintf(in.ctl, "sig %d\n", int(sig))
+}
+
+// kill SIGKILLs the whole program. In a PID namespace, killing the keeper
+// makes the kernel kill every process in it. Without one, the keeper kills
+// them; if it has not finished within a few seconds it is killed too.
+func (in *instance) kill() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.killed = true
+	if in.ctl == nil {
+		in.cancel()
+		return
+	}
+	if in.nsMode {
+		_ = in.keeper.Kill()
+		return
+	}
+	_, _ = fmt.Fprintln(in.ctl, "kill")
+	k, done := in.keeper, in.done
+	go func() {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = k.Kill()
+		}
+	}()
+}
