@@ -34,6 +34,7 @@ STATUS_RUNS=${STATUS_RUNS:-20}
 IDLE_SECS=${IDLE_SECS:-20}
 WORK=$(mktemp -d /tmp/glmctl-bench.XXXXXX)
 STUB="$WORK/vllm-stub"
+DIR="" # the work directory of the supervisor under test
 
 cleanup() {
 	local f
@@ -123,9 +124,18 @@ glmctl_up() {
 	local mode=$1 dir=$2 words
 	words=$(program_args "$mode" "$dir" | sed 's/.*/"&"/' | paste -sd,)
 	cat >"$dir/glmctl.hcl" <<EOF
-log     { level = "info"  format = "text" }
-control { socket = "$dir/glmctl.sock" }
-gpu     { required = false }
+log {
+  level  = "info"
+  format = "text"
+}
+
+control {
+  socket = "$dir/glmctl.sock"
+}
+
+gpu {
+  required = false
+}
 
 program "vllm" {
   command       = [$words]
@@ -133,7 +143,10 @@ program "vllm" {
   start_secs    = "1s"
   start_retries = 3
   stop_timeout  = "10s"
-  log { path = "$dir/vllm.log" }
+
+  log {
+    path = "$dir/vllm.log"
+  }
 }
 EOF
 	"$GLMCTL" up -c "$dir/glmctl.hcl" >"$dir/daemon.out" 2>&1 &
@@ -151,13 +164,18 @@ glmctl_down() {
 }
 
 # -------------------------------------------------------------- measurement
-# wait_until SECONDS WHAT CMD…: poll CMD until it succeeds or time runs out.
+# wait_until SECONDS WHAT CMD…: poll CMD until it succeeds or time runs out;
+# give up at once when the daemon of $DIR has died.
 wait_until() {
 	local secs=$1 what=$2
 	shift 2
 	local deadline=$(($(date +%s) + secs))
 	until "$@" >/dev/null 2>&1; do
 		(($(date +%s) < deadline)) || die "timed out after ${secs}s waiting for $what"
+		if [[ -f $DIR/daemon.pid ]] && ! kill -0 "$(cat "$DIR/daemon.pid")" 2>/dev/null; then
+			tail -n 20 "$DIR/daemon.out" >&2 || true
+			die "the daemon died while waiting for $what"
+		fi
 		sleep 0.05
 	done
 }
@@ -227,7 +245,7 @@ summary() {
 		END {
 			if (NR == 0) { printf "  %-17s no samples\n", name; exit }
 			p50 = v[int((NR + 1) / 2)]; p90 = v[int(NR * 0.9 + 0.999)]; if (p90 == "") p90 = v[NR]
-			printf "  %-17s n=%-3d median %8.2f ms   p90 %8.2f ms   max %8.2f ms\n", name, NR, p50, p90, v[NR]
+			printf "  %-17s n=%-3d min %8.2f ms   median %8.2f ms   p90 %8.2f ms   max %8.2f ms\n", name, NR, v[1], p50, p90, v[NR]
 		}'
 }
 
@@ -235,11 +253,12 @@ summary() {
 latencies() {
 	awk -v from="$2" -v to="$3" '
 		$1 == from { t = $2; next }
-		$1 == to && t { print $2 - t; t = 0 }' "$1"
+		$1 == to && t { printf "%.0f\n", $2 - t; t = 0 }' "$1"
 }
 
 bench() {
 	local sut=$1 dir="$WORK/$1"
+	DIR=$dir
 	mkdir -p "$dir"
 	log "$sut: $(${sut}_version)"
 

@@ -81,6 +81,7 @@ func newApp() *cli.App {
 			reloadCommand(),
 			checkCommand(),
 			auditCommand(),
+			gpuCommand(),
 			versionCommand(),
 			stubCommand(),
 		},

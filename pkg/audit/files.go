@@ -177,6 +177,9 @@ func Files(path string) ([]string, error) {
 		dir = "."
 	}
 	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list audit files: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,7 +156,7 @@ func TestOpenFailsOnReadOnlyFilesystem(t *testing.T) {
 	}
 	cfg := testConfig(t)
 	cfg.Path = filepath.Join(dir, "audit.log")
-	if _, err := Open(cfg, Options{}); !errors.Is(err, ErrWrite) {
-		t.Fatalf("Open on a read-only filesystem: %v, want ErrWrite", err)
+	if _, err := Open(cfg, Options{}); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("Open on a read-only filesystem: %v, want EROFS", err)
 	}
 }

@@ -35,12 +35,27 @@ func newMetrics() *metrics {
 	}
 }
 
-// register adds the series to reg.
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.records, m.errors, m.bytes, m.lastWrite}
+}
+
+// register adds the series to reg (all or none).
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.records, m.errors, m.bytes, m.lastWrite} {
+	for i, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
+			for _, done := range m.collectors()[:i] {
+				reg.Unregister(done)
+			}
 			return fmt.Errorf("register audit metrics: %w", err)
 		}
 	}
 	return nil
+}
+
+// unregister removes the series from reg, so that a new writer (a config
+// reload) can register its own.
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	for _, c := range m.collectors() {
+		reg.Unregister(c)
+	}
 }

@@ -40,6 +40,7 @@ const (
 	KindNote      = "note"      // an act the writer recorded (warning)
 )
 
+// String renders "file:line: kind: message".
 func (f Finding) String() string {
 	if f.Line > 0 {
 		return fmt.Sprintf("%s:%d: %s: %s", f.File, f.Line, f.Kind, f.Message)
@@ -59,25 +60,36 @@ type VerifyReport struct {
 // Intact reports whether no problem was found.
 func (r *VerifyReport) Intact() bool { return len(r.Problems) == 0 }
 
+// recentWindow bounds the memory of recent hashes used to tell an inserted
+// or reordered record (it links to a recent one) from a deleted one.
+const recentWindow = 1 << 16
+
 // verifier walks the chain across files.
 type verifier struct {
-	opts       VerifyOptions
-	rep        *VerifyReport
-	plain      hasher
-	keyedH     hasher
-	last       string         // hash of the previous record ("" before the first)
-	started    bool           // a record was seen
-	seen       map[string]int // hash -> index of the record in the chain
-	idx        int
-	lineOf     []string // "file:line" by chain index, for messages
-	pending    *Finding // a link mismatch not (yet) explained by a break note
-	warnedKey  bool
-	fileHashes map[string][]endHash // per file: offsets after each record
+	opts      VerifyOptions
+	rep       *VerifyReport
+	plain     hasher
+	keyedH    hasher
+	last      string // hash of the previous record ("" before the first)
+	started   bool   // a record was seen
+	pending   *Finding
+	warnedKey bool
+	// The last recentWindow records: hash -> "file:line".
+	recent     map[string]string
+	recentRing []string
+	recentNext int
 }
 
-type endHash struct {
-	end  int64
-	hash string
+// remember adds a record to the recent window.
+func (v *verifier) remember(hash, where string) {
+	if len(v.recentRing) < recentWindow {
+		v.recentRing = append(v.recentRing, hash)
+	} else {
+		delete(v.recent, v.recentRing[v.recentNext])
+		v.recentRing[v.recentNext] = hash
+		v.recentNext = (v.recentNext + 1) % recentWindow
+	}
+	v.recent[hash] = where
 }
 
 // Verify checks the hash chain of files (chain order unless opts.NoOrder):
@@ -99,18 +111,27 @@ func Verify(files []string, opts VerifyOptions) (*VerifyReport, error) {
 		opts:       opts,
 		rep:        &VerifyReport{Files: kept, Problems: []Finding{}, Warnings: []Finding{}},
 		keyedH:     hasher{key: opts.HMACKey},
-		seen:       make(map[string]int),
-		fileHashes: make(map[string][]endHash),
+		recent:     make(map[string]string),
+	}
+	// Heads first: a writer appending meanwhile only makes the files longer
+	// than their heads say.
+	heads := make(map[string]*head)
+	for _, name := range kept {
+		if strings.HasSuffix(name, ".gz") {
+			continue
+		}
+		hd, err := readHead(name)
+		if err != nil {
+			v.warn(Finding{name + headSuffix, 0, KindNote, err.Error()})
+		}
+		heads[name] = hd
 	}
 	for _, name := range kept {
-		if err := v.file(name); err != nil {
+		if err := v.file(name, heads[name]); err != nil {
 			return v.rep, err
 		}
 	}
 	v.flushPending()
-	for _, name := range kept {
-		v.checkHead(name)
-	}
 	return v.rep, nil
 }
 
@@ -125,16 +146,22 @@ func (v *verifier) flushPending() {
 	}
 }
 
-// file checks one file.
-func (v *verifier) file(name string) error {
+// file checks one file, and its .head side file when hd is set.
+func (v *verifier) file(name string, hd *head) error {
 	rc, err := openLog(name)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	defer rc.Close()
 	lr := newLineReader(rc)
-	var off int64
-	var ends []endHash
+	var (
+		off        int64
+		before     = v.last // the record before this file
+		firstPrev  string
+		records    int
+		atHead     string // hash of the record ending at hd.Offset
+		atHeadLine int
+	)
 	for {
 		line, err := lr.next()
 		if errors.Is(err, io.EOF) {
@@ -160,11 +187,33 @@ func (v *verifier) file(name string) error {
 		if lr.torn {
 			v.warn(Finding{name, lr.n, KindTorn, "last line has no newline"})
 		}
+		if records == 0 {
+			firstPrev = p.rec.Prev
+		}
+		records++
 		v.record(name, lr.n, p)
-		ends = append(ends, endHash{off, p.hash})
+		if hd != nil && off == hd.Offset {
+			atHead, atHeadLine = p.hash, lr.n
+		}
 	}
-	v.fileHashes[name] = ends
 	v.flushPending() // a break is documented in the file where it happened
+	if hd == nil || hd.Hash == "" {
+		return nil
+	}
+	headName := name + headSuffix
+	switch {
+	case hd.Offset == 0:
+		// The head names the record before this file (a reopen or rotation).
+		if hd.Hash == before || (records > 0 && firstPrev == hd.Hash) || v.rep.Records == 0 {
+			return nil
+		}
+		v.problem(Finding{name, 0, KindTruncated, fmt.Sprintf("%s names hash %s as the last record before this file, and it is not there: records were cut off", headName, short(hd.Hash))})
+	case atHead == hd.Hash:
+	case atHead != "":
+		v.problem(Finding{name, atHeadLine, KindTruncated, fmt.Sprintf("%s names hash %s for the record ending here; found %s: the log was cut and rewritten", headName, short(hd.Hash), short(atHead))})
+	default:
+		v.problem(Finding{name, lr.n, KindTruncated, fmt.Sprintf("%s names a record (hash %s) ending at byte %d; the file has %d bytes and no record ending there: records at the end were cut off", headName, short(hd.Hash), hd.Offset, off)})
+	}
 	return nil
 }
 
@@ -200,9 +249,9 @@ func (v *verifier) record(name string, n int, p *parsedLine) {
 	default:
 		v.flushPending()
 		f := Finding{name, n, KindMissing, "the record before this one is missing (deleted, reordered, or the file before was cut)"}
-		if i, ok := v.seen[p.rec.Prev]; ok {
+		if where, ok := v.recent[p.rec.Prev]; ok {
 			f.Kind = KindInserted
-			f.Message = fmt.Sprintf("does not follow the line before it: it chains to %s (records inserted, duplicated or reordered)", v.lineOf[i])
+			f.Message = fmt.Sprintf("does not follow the line before it: it chains to %s (records inserted, duplicated or reordered)", where)
 		}
 		v.pending = &f
 	}
@@ -225,52 +274,7 @@ func (v *verifier) record(name string, n int, p *parsedLine) {
 	}
 	v.started = true
 	v.last = p.hash
-	v.seen[p.hash] = v.idx
-	v.lineOf = append(v.lineOf, here)
-	v.idx++
-}
-
-// checkHead compares a file's records with its .head side file, if any.
-func (v *verifier) checkHead(name string) {
-	if strings.HasSuffix(name, ".gz") {
-		return
-	}
-	hd, err := readHead(name)
-	if err != nil {
-		v.warn(Finding{name + headSuffix, 0, KindNote, err.Error()})
-		return
-	}
-	if hd == nil || hd.Hash == "" {
-		return
-	}
-	ends := v.fileHashes[name]
-	if hd.Offset == 0 {
-		// The head's record precedes this file: it must be the link into it.
-		_, ok := v.seen[hd.Hash]
-		switch {
-		case ok:
-		case !ok && len(ends) > 0 && v.firstPrev(name) == hd.Hash:
-		case !ok && len(ends) == 0 && v.rep.Records == 0:
-		default:
-			v.problem(Finding{name, 0, KindTruncated, fmt.Sprintf("%s names hash %s as the last record before this file, and it is not there: records were cut off", name+headSuffix, short(hd.Hash))})
-		}
-		return
-	}
-	for i, e := range ends {
-		if e.end == hd.Offset {
-			if e.hash != hd.Hash {
-				v.problem(Finding{name, i + 1, KindTruncated, fmt.Sprintf("%s names hash %s at this record's end; found %s: the log was cut and rewritten", name+headSuffix, short(hd.Hash), short(e.hash))})
-			}
-			return
-		}
-	}
-	lastLine := len(ends)
-	v.problem(Finding{name, lastLine, KindTruncated, fmt.Sprintf("%s names a record (hash %s) ending at byte %d, but the file has no record ending there: records at the end were cut off", name+headSuffix, short(hd.Hash), hd.Offset)})
-}
-
-// firstPrev returns the prev of the first record of a file (re-read).
-func (v *verifier) firstPrev(name string) string {
-	return scanEnds(name).firstPrev
+	v.remember(p.hash, here)
 }
 
 func short(h string) string {

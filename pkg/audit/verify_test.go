@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -194,5 +195,32 @@ func TestVerifyAcrossReopenedWriters(t *testing.T) {
 	rep := mustVerify(t, []string{cfg.Path}, VerifyOptions{})
 	if !rep.Intact() || rep.Records != 30 || len(rep.Warnings) != 0 {
 		t.Fatalf("got %+v", rep)
+	}
+}
+
+func TestVerifyWhileWriting(t *testing.T) {
+	for _, fsync := range []string{FsyncAlways, FsyncInterval} {
+		t.Run(fsync, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Fsync = fsync
+			w := mustOpen(t, cfg, Options{})
+			mustWrite(t, w, 0, 1)
+			stop := make(chan struct{})
+			var n atomic.Int64
+			wait := loadWriters(t, w, stop, &n)
+			for i := 0; i < 20; i++ {
+				rep := mustVerify(t, []string{cfg.Path}, VerifyOptions{})
+				if !rep.Intact() {
+					t.Fatalf("verify of a live log: %v", rep.Problems)
+				}
+				for _, f := range rep.Warnings {
+					if f.Kind != KindTorn {
+						t.Fatalf("verify of a live log: warning %v", f)
+					}
+				}
+			}
+			close(stop)
+			wait()
+		})
 	}
 }

@@ -85,6 +85,7 @@ type Writer struct {
 	log  hclog.Logger
 	h    hasher
 	m    *metrics
+	reg  prometheus.Registerer
 
 	reqs    chan *request
 	reopenc chan chan error
@@ -153,10 +154,14 @@ func Open(cfg *config.Audit, opts Options) (*Writer, error) {
 			w.f.Close()
 			return nil, err
 		}
+		w.reg = opts.Registerer
 	}
 	if len(w.notes) > 0 {
 		if err := w.commit(nil); err != nil {
 			w.f.Close()
+			if w.reg != nil {
+				w.m.unregister(w.reg)
+			}
 			return nil, err
 		}
 	}
@@ -204,12 +209,15 @@ func normalize(c *config.Audit) error {
 func (w *Writer) openFile() error {
 	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("%w: open audit log: %w", ErrWrite, err)
+		return fmt.Errorf("open audit log: %w", err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		f.Close()
-		return fmt.Errorf("%w: open audit log: %w", ErrWrite, err)
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	if st.Size == 0 && w.cfg.Fsync != FsyncNever {
+		syncDir(filepath.Dir(w.path)) // the new file's name survives a power loss
 	}
 	if st.Mode&0o777 != 0o600 {
 		if err := f.Chmod(0o600); err != nil {
@@ -246,7 +254,12 @@ func (w *Writer) recover() error {
 	if t.last != nil {
 		p, perr := parseLine(t.last)
 		if perr != nil {
-			return fmt.Errorf("open audit log: last line at offset %d is not an audit record; move the file aside or run `glmctl audit verify`", t.lastStart)
+			// Not ours: go on from the head (verify reports the line).
+			w.log.Error("audit log ends with a line that is not an audit record; continuing the chain from the .head file", "offset", t.lastStart)
+			w.last, w.headHash = hd.hashOrEmpty(), hd.hashOrEmpty()
+			w.notes = append(w.notes, Record{Stage: StageAdmin, Action: ActionChainBreak, Target: filepath.Base(w.path),
+				Error: fmt.Sprintf("the line at offset %d is not an audit record; the chain goes on from %s%s", t.lastStart, filepath.Base(w.path), headSuffix)})
+			return nil
 		}
 		w.last = p.hash
 		if hd != nil && hd.Hash != "" && hd.Hash != p.hash && !w.hasHashAt(hd) {
@@ -284,8 +297,23 @@ func (h *head) hashOrEmpty() string {
 // hasHashAt reports whether the line ending at hd.Offset in the live file
 // has hash hd.Hash (the log is ahead of the head after a crash).
 func (w *Writer) hasHashAt(hd *head) bool {
-	if hd.File != filepath.Base(w.path) || hd.Offset <= 0 || hd.Offset > w.size {
+	if hd.File != filepath.Base(w.path) || hd.Offset < 0 || hd.Offset > w.size {
 		return false
+	}
+	if hd.Offset == 0 {
+		// The head names the record before this file (written at a reopen
+		// or rotation): the file's first record must link to it.
+		rc, err := os.Open(w.path)
+		if err != nil {
+			return false
+		}
+		defer rc.Close()
+		line, err := newLineReader(rc).next()
+		if err != nil {
+			return false
+		}
+		p, err := parseLine(line)
+		return err == nil && p.rec.Prev == hd.Hash
 	}
 	t, err := readTail(w.f, hd.Offset)
 	if err != nil || t.torn != 0 || t.last == nil {
@@ -366,13 +394,17 @@ func (w *Writer) Reopen() error {
 	return <-ch
 }
 
-// Close writes what is queued, syncs the log, writes the .head side file and
-// closes the file. Writes after Close return ErrClosed.
+// Close writes what is queued, syncs the log, writes the .head side file,
+// closes the file and unregisters the metrics. Writes after Close return
+// ErrClosed.
 func (w *Writer) Close() error {
 	w.closeOnce.Do(func() {
 		close(w.quit)
 		<-w.done
 		w.wg.Wait()
+		if w.reg != nil {
+			w.m.unregister(w.reg)
+		}
 	})
 	return w.closeErr
 }
@@ -551,7 +583,10 @@ func (w *Writer) ensureFile() error {
 	if err := os.MkdirAll(filepath.Dir(w.path), 0o700); err != nil {
 		return fmt.Errorf("%w: create audit directory: %w", ErrWrite, err)
 	}
-	return w.openFile()
+	if err := w.openFile(); err != nil {
+		return fmt.Errorf("%w: %w", ErrWrite, err)
+	}
+	return nil
 }
 
 // checkTruncated detects a file shrunk under the writer (copytruncate) and

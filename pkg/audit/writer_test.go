@@ -259,3 +259,61 @@ func metricValue(t testing.TB, g prometheus.Gatherer, name string) float64 {
 	t.Fatalf("metric %s not registered", name)
 	return 0
 }
+
+func TestOpenAfterCrashFollowingReopen(t *testing.T) {
+	cfg := testConfig(t)
+	w := mustOpen(t, cfg, Options{})
+	mustWrite(t, w, 0, 3)
+	os.Rename(cfg.Path, cfg.Path+".1")
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	atReopen, err := os.ReadFile(cfg.Path + headSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, w, 3, 3)
+	w.Close()
+	// As if killed before the head was written again.
+	os.WriteFile(cfg.Path+headSuffix, atReopen, 0o600)
+	w = mustOpen(t, cfg, Options{})
+	mustWrite(t, w, 6, 1)
+	w.Close()
+	files, _ := Files(cfg.Path)
+	if rep := mustVerify(t, files, VerifyOptions{}); !rep.Intact() || len(rep.Warnings) != 0 || rep.Records != 7 {
+		t.Fatalf("verify: %+v", rep)
+	}
+}
+
+func TestOpenFindsCutTail(t *testing.T) {
+	cfg := testConfig(t)
+	w := mustOpen(t, cfg, Options{})
+	mustWrite(t, w, 0, 10)
+	w.Close()
+	writeLines(t, cfg.Path, readLines(t, cfg.Path)[:7]) // cut while glmctl was down
+	w = mustOpen(t, cfg, Options{})
+	mustWrite(t, w, 10, 1)
+	w.Close()
+	// The head now names the new record, but the writer's note keeps the evidence.
+	rep := mustVerify(t, []string{cfg.Path}, VerifyOptions{})
+	if rep.Intact() || rep.Problems[0].Kind != KindTruncated || rep.Problems[0].Line != 8 {
+		t.Fatalf("verify: %+v", rep)
+	}
+}
+
+func TestOpenAfterForeignLine(t *testing.T) {
+	cfg := testConfig(t)
+	w := mustOpen(t, cfg, Options{})
+	mustWrite(t, w, 0, 3)
+	w.Close()
+	f, _ := os.OpenFile(cfg.Path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("some other program wrote this\n")
+	f.Close()
+	w = mustOpen(t, cfg, Options{})
+	mustWrite(t, w, 3, 2)
+	w.Close()
+	rep := mustVerify(t, []string{cfg.Path}, VerifyOptions{})
+	if rep.Intact() || rep.Problems[0].Kind != KindCorrupt || rep.Problems[0].Line != 4 || len(rep.Problems) != 1 {
+		t.Fatalf("verify: %+v", rep)
+	}
+}

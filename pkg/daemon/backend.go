@@ -60,6 +60,19 @@ func (b *backend) Status(names ...string) (*control.StatusReply, error) {
 	for _, s := range sts {
 		reply.Programs = append(reply.Programs, programStatus(s))
 	}
+	switch {
+	case b.d.gpus != nil:
+		devs, err := b.d.gpus.Snapshot()
+		for _, g := range devs {
+			reply.GPUs = append(reply.GPUs, control.GPUStatus{Index: g.Index, Name: g.Name, UUID: g.UUID,
+				MemoryUsedBytes: g.MemoryUsed, MemoryTotalBytes: g.MemoryTotal})
+		}
+		if err != nil {
+			reply.GPUMessage = err.Error()
+		}
+	case b.d.gpuErr != nil:
+		reply.GPUMessage = b.d.gpuErr.Error()
+	}
 	if g := b.d.config().Guard; g != nil {
 		ready := true
 		if g.Program != "" && b.d.config().Program(g.Program) != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/pkg/config"
 	"github.com/glmctl/glmctl/pkg/control"
+	"github.com/glmctl/glmctl/pkg/gpu"
 	"github.com/glmctl/glmctl/pkg/guard"
 	"github.com/glmctl/glmctl/pkg/launcher"
 )
@@ -50,6 +51,8 @@ type Daemon struct {
 	cfg *config.Config
 
 	audit   *audit.Writer
+	gpus    *gpu.Monitor // nil: no GPU use in the config, or NVML unavailable
+	gpuErr  error        // why gpus is nil when the config wants GPUs
 	sup     *launcher.Supervisor
 	guard   *guard.Guard
 	control *control.Server
@@ -85,7 +88,21 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		d.audit = w
 	}
 
-	sup, err := launcher.New(cfg.Programs, launcher.Options{Logger: d.logger})
+	lopts := launcher.Options{Logger: d.logger}
+	if wantsGPUs(cfg) {
+		d.gpus, d.gpuErr = gpu.Open(d.logger.Named("gpu"))
+		if d.gpuErr != nil {
+			if cfg.GPU != nil && cfg.GPU.Required {
+				d.logger.Error(d.gpuErr.Error() + "; programs with gpus will not start (gpu.required = true)")
+			} else {
+				d.logger.Warn(d.gpuErr.Error() + "; going on without GPU checks")
+			}
+		} else {
+			d.registry.MustRegister(gpu.NewCollector(d.gpus))
+		}
+		lopts.PreStart = gpu.PreStartHook(d.gpus, d.gpuErr, cfg.GPU, d.logger.Named("gpu"))
+	}
+	sup, err := launcher.New(cfg.Programs, lopts)
 	if err != nil {
 		d.closeAudit()
 		return nil, fmt.Errorf("programs: %w", err)
@@ -170,6 +187,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		g.Go(func() error { return d.guard.Run(gctx) })
 	}
 	g.Go(func() error { return d.handleSignals(gctx) })
+	if d.gpus != nil {
+		defer d.gpus.Close()
+		g.Go(func() error {
+			if err := d.gpus.WatchXID(gctx, nil); err != nil {
+				d.logger.Warn("XID events cannot be watched", "error", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { d.notify.Run(gctx, d.statusLine); return nil })
 
 	d.notify.Ready()
@@ -294,6 +320,19 @@ func warnUnreloadable(logger hclog.Logger, old, next *config.Config) {
 	if (old.Metrics == nil) != (next.Metrics == nil) || (old.Metrics != nil && *old.Metrics != *next.Metrics) {
 		logger.Warn("metrics settings changed: restart glmctl to apply them")
 	}
+}
+
+// wantsGPUs is true when the config has a gpu block or a program with gpus.
+func wantsGPUs(cfg *config.Config) bool {
+	if cfg.GPU != nil {
+		return true
+	}
+	for _, p := range cfg.Programs {
+		if len(p.GPUs) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func trimKey(b []byte) []byte {

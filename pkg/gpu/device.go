@@ -98,3 +98,62 @@ func FormatProcesses(ps []Process) string {
 	}
 	return formatProcesses(ps)
 }
+
+// Summary renders GPUs in one line for `glmctl status`, e.g.
+// "4 × NVIDIA H100 80GB HBM3, 280.0 GiB / 320.0 GiB used, 41–65 °C". Mixed
+// models are listed by name.
+func Summary(devs []Device) string {
+	if len(devs) == 0 {
+		return "no GPUs"
+	}
+	var (
+		names        []string
+		count        = map[string]int{}
+		used, total  uint64
+		tmin, tmax   float64
+		haveTemp     bool
+		eccs, remaps int
+	)
+	for _, d := range devs {
+		if count[d.Name] == 0 {
+			names = append(names, d.Name)
+		}
+		count[d.Name]++
+		used += d.MemoryUsed
+		total += d.MemoryTotal
+		if d.Has(FieldTemperature) {
+			if !haveTemp || d.Temperature < tmin {
+				tmin = d.Temperature
+			}
+			if !haveTemp || d.Temperature > tmax {
+				tmax = d.Temperature
+			}
+			haveTemp = true
+		}
+		if d.Has(FieldECC) && d.ECCUncorrected > 0 {
+			eccs++
+		}
+		if d.Has(FieldRemap) && (d.RemapPending || d.RemapFailed) {
+			remaps++
+		}
+	}
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%d × %s", count[n], n))
+	}
+	s := fmt.Sprintf("%s, %s / %s used", strings.Join(parts, ", "), GiB(used), GiB(total))
+	if haveTemp {
+		if tmin == tmax {
+			s += fmt.Sprintf(", %.0f °C", tmax)
+		} else {
+			s += fmt.Sprintf(", %.0f–%.0f °C", tmin, tmax)
+		}
+	}
+	if eccs > 0 {
+		s += fmt.Sprintf(", %d with uncorrected ECC errors", eccs)
+	}
+	if remaps > 0 {
+		s += fmt.Sprintf(", %d needing a reset (row remapping)", remaps)
+	}
+	return s
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/hashicorp/go-hclog"
@@ -72,8 +73,8 @@ func TestPreflight(t *testing.T) {
 		},
 		{
 			name: "ECC checked without count", gpus: 4, cfg: &config.GPU{MinFreeMemory: 70 * gib}, wanted: []int{0, 1, 2, 3},
-			change: func(f *fakeNVML) { f.set(3, func(s *fakeState) { s.ecc = 1 }) },
-			problems: []string{"GPU 3 (NVIDIA H100 80GB HBM3, " + uuidOf(3) + "): 1 uncorrected ECC errors since the driver loaded, need 0 (reset the GPU: nvidia-smi -r -i 3)"},
+			change:   func(f *fakeNVML) { f.set(3, func(s *fakeState) { s.ecc = 1 }) },
+			problems: []string{"GPU 3 (NVIDIA H100 80GB HBM3, " + uuidOf(3) + "): 1 uncorrected ECC error since the driver loaded, need 0 (reset the GPU: nvidia-smi -r -i 3)"},
 		},
 	}
 	for _, tt := range tests {
@@ -96,6 +97,9 @@ func TestPreflight(t *testing.T) {
 			var pe *PreflightError
 			if !errors.As(err, &pe) {
 				t.Fatalf("Preflight error = %v, want a *PreflightError", err)
+			}
+			if want := tt.name == "not enough free memory"; pe.MemoryOnly != want {
+				t.Errorf("MemoryOnly = %v, want %v", pe.MemoryOnly, want)
 			}
 			if !slices.Equal(pe.Problems, tt.problems) {
 				t.Errorf("problems:\n got %q\nwant %q", pe.Problems, tt.problems)
@@ -190,6 +194,105 @@ func TestPreStartHook(t *testing.T) {
 		env, err := PreStartHook(nil, missing, nil, logger)(ctx, vllm)
 		if err != nil || !slices.Equal(env, wantEnv) {
 			t.Errorf("hook = %q, %v", env, err)
+		}
+	})
+}
+
+func TestPreStartHookWaitsForRelease(t *testing.T) {
+	ctx := context.Background()
+	vllm := &config.Program{Name: "vllm", GPUs: []int{0, 1}}
+	wantEnv := []string{"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES=0,1"}
+	hold := func(f *fakeNVML) {
+		f.set(1, func(s *fakeState) {
+			s.used = 75 * gib
+			s.procs = []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: 74 * gib}}
+		})
+	}
+	release := func(f *fakeNVML) { f.set(1, func(s *fakeState) { s.used = 1 * gib; s.procs = nil }) }
+
+	t.Run("first start does not wait", func(t *testing.T) {
+		f := newFakeNVML(t, 4)
+		hold(f)
+		m := mustOpen(t, f, nil)
+		hook := m.PreStartHook(&config.GPU{Required: true, MinFreeMemory: 70 * gib, ReleaseTimeout: time.Minute}, nil)
+		start := time.Now()
+		if _, err := hook(ctx, vllm); err == nil {
+			t.Fatal("hook passed with GPU 1 full")
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("first start took %s: it waited", took)
+		}
+	})
+
+	t.Run("restart waits until released", func(t *testing.T) {
+		f := newFakeNVML(t, 4)
+		m := mustOpen(t, f, nil)
+		hook := m.PreStartHook(&config.GPU{Required: true, MinFreeMemory: 70 * gib, ReleaseTimeout: time.Minute}, nil)
+		if env, err := hook(ctx, vllm); err != nil || !slices.Equal(env, wantEnv) {
+			t.Fatalf("first start: %q, %v", env, err)
+		}
+		hold(f) // the old run's worker lingers
+		type result struct {
+			env []string
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			env, err := hook(ctx, vllm)
+			done <- result{env, err}
+		}()
+		base := f.calls()
+		waitFor(t, "three re-checks", func() bool { return f.calls() >= base+6 })
+		select {
+		case r := <-done:
+			t.Fatalf("hook returned %q, %v while GPU 1 was held", r.env, r.err)
+		default:
+		}
+		release(f)
+		select {
+		case r := <-done:
+			if r.err != nil || !slices.Equal(r.env, wantEnv) {
+				t.Fatalf("hook after release = %q, %v", r.env, r.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("hook did not return after the release")
+		}
+	})
+
+	t.Run("restart gives up after release_timeout", func(t *testing.T) {
+		f := newFakeNVML(t, 4)
+		m := mustOpen(t, f, nil)
+		hook := m.PreStartHook(&config.GPU{Required: true, MinFreeMemory: 70 * gib, ReleaseTimeout: 50 * time.Millisecond}, nil)
+		if _, err := hook(ctx, vllm); err != nil {
+			t.Fatalf("first start: %v", err)
+		}
+		hold(f)
+		env, err := hook(ctx, vllm)
+		var pe *PreflightError
+		if env != nil || !errors.As(err, &pe) || !pe.MemoryOnly {
+			t.Fatalf("hook = %q, %v; want a memory PreflightError", env, err)
+		}
+		want := "gpu preflight: GPU 1 (NVIDIA H100 80GB HBM3, " + uuidOf(1) + "): 5.0 GiB free, need 70.0 GiB (gpu.min_free_memory); held by PIDs 100 (74.0 GiB) (still, after waiting "
+		if got := err.Error(); !strings.HasPrefix(got, want) || !strings.HasSuffix(got, "gpu.release_timeout)") {
+			t.Errorf("error = %q, want it to start with %q", got, want)
+		}
+	})
+
+	t.Run("restart does not wait on ECC errors", func(t *testing.T) {
+		f := newFakeNVML(t, 4)
+		m := mustOpen(t, f, nil)
+		hook := m.PreStartHook(&config.GPU{Required: true, MinFreeMemory: 70 * gib, ReleaseTimeout: time.Minute}, nil)
+		if _, err := hook(ctx, vllm); err != nil {
+			t.Fatalf("first start: %v", err)
+		}
+		hold(f)
+		f.set(0, func(s *fakeState) { s.ecc = 1 })
+		start := time.Now()
+		if _, err := hook(ctx, vllm); err == nil || !strings.Contains(err.Error(), "uncorrected ECC error") {
+			t.Fatalf("hook = %v, want the ECC problem", err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("took %s: it waited", took)
 		}
 	})
 }

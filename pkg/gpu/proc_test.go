@@ -38,8 +38,12 @@ func commOf(pid int) string {
 func TestProcessTree(t *testing.T) {
 	cmd := startTree(t)
 	root := cmd.Process.Pid
-	var tree []int
-	// sh forks its children asynchronously: wait until all five exist.
+	var (
+		tree   []int
+		sleeps int
+	)
+	// sh forks and execs its children asynchronously: wait until the root
+	// has four descendants, three of them sleeps.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var err error
@@ -47,22 +51,19 @@ func TestProcessTree(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ProcessTree: %v", err)
 		}
-		if len(tree) >= 5 || time.Now().After(deadline) {
+		sleeps = 0
+		for _, pid := range tree[1:] {
+			if commOf(pid) == "sleep" {
+				sleeps++
+			}
+		}
+		if (len(tree) == 5 && sleeps == 3) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if len(tree) != 5 || tree[0] != root {
-		t.Fatalf("tree = %v, want the root and 4 descendants", tree)
-	}
-	var sleeps int
-	for _, pid := range tree[1:] {
-		if commOf(pid) == "sleep" {
-			sleeps++
-		}
-	}
-	if sleeps != 3 {
-		t.Errorf("tree %v has %d sleeps, want 3", tree, sleeps)
+	if len(tree) != 5 || tree[0] != root || sleeps != 3 {
+		t.Fatalf("tree = %v with %d sleeps, want the root and 4 descendants, 3 of them sleeps", tree, sleeps)
 	}
 	if slices.Contains(tree, os.Getpid()) {
 		t.Errorf("tree %v holds the test's own PID", tree)
@@ -80,7 +81,7 @@ func TestParentPID(t *testing.T) {
 	for stat, want := range map[string]int{
 		"123 (sleep) S 42 123 123 0 -1 4194304":          42,
 		"124 (we ird) (name)) R 7 124 1 0 -1 4194560 99": 7,
-		"125 (x) Z 1":                                    1,
+		"125 (x) Z 1": 1,
 	} {
 		p := filepath.Join(dir, "stat")
 		if err := os.WriteFile(p, []byte(stat+"\n"), 0o600); err != nil {

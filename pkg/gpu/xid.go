@@ -3,6 +3,9 @@ package gpu
 import (
 	"context"
 	"fmt"
+	"slices"
+
+	"github.com/glmctl/glmctl/pkg/config"
 )
 
 // xidMeanings are short notes on well-known critical XIDs (NVIDIA's XID
@@ -77,4 +80,19 @@ func (m *Monitor) WatchXID(ctx context.Context, onXID func(gpuIndex int, uuid st
 		return fmt.Errorf("watch XID events: %w", err)
 	}
 	return nil
+}
+
+// ProgramsUsing names the programs of cfg whose gpus list holds gpuIndex,
+// in config order: the ones to restart after an XID on that GPU.
+func ProgramsUsing(cfg *config.Config, gpuIndex int) []string {
+	if cfg == nil {
+		return nil
+	}
+	var names []string
+	for _, p := range cfg.Programs {
+		if slices.Contains(p.GPUs, gpuIndex) {
+			names = append(names, p.Name)
+		}
+	}
+	return names
 }

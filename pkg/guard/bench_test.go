@@ -72,7 +72,45 @@ func BenchmarkDirect(b *testing.B) {
 // (hashed key), limits that never reject, audit (discarding writer), proxy,
 // usage accounting.
 func BenchmarkGuard(b *testing.B) {
-	h := newHarness(b, withLimits(`{"rate_limits": {"default": {"rpm": 1000000000, "tpm": 1000000000, "concurrency": 100000}}}`))
-	h.g.audit = discardAudit{}
+	h := newHarness(b, withAuditor(discardAudit{}), withLimits(`{"rate_limits": {"default": {"rpm": 1000000000, "tpm": 1000000000, "concurrency": 100000}}}`))
 	runBench(b, h.url, keyUser2)
+}
+
+// benchTTFT measures the time from sending a streaming request to reading
+// its first chunk, one request at a time.
+func benchTTFT(b *testing.B, url, key string) {
+	client := benchClient()
+	defer client.CloseIdleConnections()
+	body := `{"model":"glm-4.7-flash","stream":true,"messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}`
+	var total time.Duration
+	buf := make([]byte, 4096)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req, _ := http.NewRequest("POST", url+"/v1/chat/completions", bytes.NewReader([]byte(body)))
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := resp.Body.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "ttft-µs")
+}
+
+// BenchmarkTTFTDirect and BenchmarkTTFTGuard give the first-byte time of a
+// stream without and with the guard (the difference is what it adds).
+func BenchmarkTTFTDirect(b *testing.B) { benchTTFT(b, newStandIn(b, false).url, "") }
+
+// BenchmarkTTFTGuard: see BenchmarkTTFTDirect.
+func BenchmarkTTFTGuard(b *testing.B) {
+	h := newHarness(b, withAuditor(discardAudit{}), withLimits(`{"rate_limits": {}}`))
+	benchTTFT(b, h.url, keyUser2)
 }

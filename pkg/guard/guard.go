@@ -1,14 +1,3 @@
-// Package guard is the HTTP front door of the model: every request is given
-// an id, authenticated by its Bearer key, authorized (route allowlist, role,
-// model), admitted by the rate limiter (global and per-key rpm, tpm and
-// concurrency, all or nothing), audited, and only then piped to the upstream
-// (vLLM on a unix socket or loopback), streams flushed chunk by chunk. Token
-// reservations are settled to the real usage the upstream reports. The keys
-// and limits files are watched and swapped atomically when they change.
-//
-// Rejections are answered in OpenAI's error shape and audited as a single
-// "completed" record; admitted requests get a "received" record (written
-// before forwarding) and a "completed" one.
 package guard
 
 import (
@@ -69,13 +58,12 @@ type Guard struct {
 	m       *metrics
 	handler http.Handler
 
-	keys    atomic.Pointer[keys.Set]
-	limits  atomic.Pointer[Limits]
-	cert    atomic.Pointer[tls.Certificate]
-	addr    atomic.Pointer[net.Addr]
-	reload  sync.Mutex // serialises reloads
-	sums    map[string][sha256.Size]byte
-	started chan struct{}
+	keys   atomic.Pointer[keys.Set]
+	limits atomic.Pointer[Limits]
+	cert   atomic.Pointer[tls.Certificate]
+	addr   atomic.Pointer[net.Addr]
+	reload sync.Mutex // serialises reloads
+	sums   map[string][sha256.Size]byte
 
 	readHeaderTimeout time.Duration // slow-header cut-off (10s; tests shorten it)
 }
@@ -139,14 +127,13 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 		return nil, errors.New("guard.keys_file is required: the guard refuses every request without keys")
 	}
 	g := &Guard{
-		cfg:     cfg,
-		log:     deps.Logger,
-		audit:   deps.Audit,
-		ready:   deps.Ready,
-		store:   deps.Store,
-		up:      up,
-		sums:    map[string][sha256.Size]byte{},
-		started: make(chan struct{}),
+		cfg:   cfg,
+		log:   deps.Logger,
+		audit: deps.Audit,
+		ready: deps.Ready,
+		store: deps.Store,
+		up:    up,
+		sums:  map[string][sha256.Size]byte{},
 
 		readHeaderTimeout: 10 * time.Second,
 	}
@@ -250,7 +237,6 @@ func (g *Guard) Run(ctx context.Context) error {
 
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(ln) }()
-	close(g.started)
 
 	select {
 	case err := <-serveDone:

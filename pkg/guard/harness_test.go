@@ -96,6 +96,12 @@ type harness struct {
 	cancel   context.CancelFunc
 	runDone  chan error
 	keysPath string
+	auditor  Auditor // what the guard writes to; default audit
+}
+
+// withAuditor makes the guard write to a instead of the in-memory log.
+func withAuditor(a Auditor) harnessOpt {
+	return func(_ *config.Guard, h *harness) { h.auditor = a }
 }
 
 type harnessOpt func(*config.Guard, *harness)
@@ -140,12 +146,15 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	if h.up == nil {
 		h.up = newStandIn(t, unix)
 	}
+	if h.auditor == nil {
+		h.auditor = h.audit
+	}
 	if h.cfg.Upstream == "" {
 		h.cfg.Upstream = h.up.url
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Output: h.logs, Level: hclog.Debug})
 	g, err := New(h.cfg, Deps{
-		Logger: logger, Registerer: h.reg, Audit: h.audit,
+		Logger: logger, Registerer: h.reg, Audit: h.auditor,
 		Ready: func() bool { h.readyMu.Lock(); defer h.readyMu.Unlock(); return *h.ready },
 	})
 	if err != nil {
@@ -280,3 +289,8 @@ func errorBody(t testing.TB, b []byte) apiError {
 }
 
 func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+func jsonReader(v any) io.Reader {
+	b, _ := json.Marshal(v)
+	return bytes.NewReader(b)
+}

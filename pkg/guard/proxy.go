@@ -39,9 +39,14 @@ func (g *Guard) newProxy() *httputil.ReverseProxy {
 		}
 	}
 	return &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      tr,
-		FlushInterval:  -1,
+		Rewrite:   g.rewrite,
+		Transport: tr,
+		// 0 here, and ReverseProxy itself switches to -1 (flush every write,
+		// headers at once) for text/event-stream and for bodies of unknown
+		// length: streams go out chunk by chunk while a JSON answer of known
+		// length leaves in one write(2) instead of a header flush from a
+		// timer goroutine plus a body flush.
+		FlushInterval:  0,
 		ErrorHandler:   g.proxyError,
 		ModifyResponse: g.modifyResponse,
 		BufferPool:     newBufferPool(8 << 10),
@@ -144,11 +149,8 @@ func (u *usageReader) Read(p []byte) (int, error) {
 	if errors.Is(err, io.EOF) {
 		u.x.upstreamDone = true
 		if !u.skip && !u.over {
-			var body struct {
-				Usage *usageJSON `json:"usage"`
-			}
-			if json.Unmarshal(u.buf, &body) == nil && body.Usage != nil {
-				u.x.setUsage(body.Usage)
+			if us := findUsage(u.buf); us != nil {
+				u.x.setUsage(us)
 			}
 			u.buf = nil
 		}
@@ -157,6 +159,27 @@ func (u *usageReader) Read(p []byte) (int, error) {
 }
 
 func (u *usageReader) Close() error { return u.src.Close() }
+
+// findUsage returns the top-level usage object of a JSON response. OpenAI and
+// vLLM write it last, so the last `"usage":` is tried first (decoding only
+// that object); if that fails the whole body is decoded.
+func findUsage(body []byte) *usageJSON {
+	const tag = `"usage":`
+	if i := bytes.LastIndex(body, []byte(tag)); i >= 0 {
+		var us usageJSON
+		dec := json.NewDecoder(bytes.NewReader(body[i+len(tag):]))
+		if dec.Decode(&us) == nil && (us.PromptTokens > 0 || us.TotalTokens > 0) {
+			return &us
+		}
+	}
+	var whole struct {
+		Usage *usageJSON `json:"usage"`
+	}
+	if json.Unmarshal(body, &whole) != nil {
+		return nil
+	}
+	return whole.Usage
+}
 
 // sseFilter passes a server-sent event stream through event by event, reads
 // the usage chunk, and drops it when the client did not ask for it.

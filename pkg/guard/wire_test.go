@@ -343,3 +343,21 @@ func readTutorial(name string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// TestUpstreamErrorCostsARequestNotTokens: an upstream 500 reaches the
+// client as it is; the request counts, its token reservation comes back.
+func TestUpstreamErrorCostsARequestNotTokens(t *testing.T) {
+	h := newHarness(t, withLimits(`{"rate_limits": {"limited": {"rpm": 2, "tpm": 1000}}}`))
+	resp, b := h.do(t, "POST", "/v1/chat/completions", keyLimit, chatBody("fail", 500, false))
+	if resp.StatusCode != 500 || !strings.Contains(string(b), "engine dead") {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	h.audit.completed(t, resp.Header.Get("X-Request-Id"))
+	resp, _ = h.do(t, "GET", "/v1/models", keyLimit, nil)
+	if got := resp.Header.Get("X-Ratelimit-Remaining-Requests"); got != "0" {
+		t.Fatalf("remaining requests %s, want 0 (the failed request counts)", got)
+	}
+	if rem := atoi(resp.Header.Get("X-Ratelimit-Remaining-Tokens")); rem < 999 {
+		t.Fatalf("remaining tokens %d: the failed request's reservation was kept", rem)
+	}
+}

@@ -90,7 +90,9 @@ func runKeeper() int {
 		ppid:   os.Getppid(),
 		initNS: os.Getpid() == 1,
 	}
-	if !k.initNS {
+	if k.initNS {
+		k.privateProc()
+	} else {
 		// Orphaned descendants are re-parented to us, so we can reap and find them.
 		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	}
@@ -133,6 +135,20 @@ func runKeeper() int {
 	return 0
 }
 
+// privateProc mounts a /proc of the keeper's own PID namespace (the keeper
+// runs in its own mount namespace too), so that the program's
+// /proc/<getpid()> is itself, as Python's psutil and multiprocessing expect.
+// Host mounts still propagate in; nothing propagates out.
+func (k *keeper) privateProc() {
+	err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, "")
+	if err == nil {
+		err = unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "glmctl keeper: cannot mount a private /proc (the program sees host PIDs there): %v\n", err)
+	}
+}
+
 // supervise forwards signals and commands until the main program exits, then
 // kills and reaps everything left and returns the program's exit event.
 func (k *keeper) supervise(sigs <-chan os.Signal, cmds <-chan string) keeperEvent {
@@ -156,7 +172,7 @@ func (k *keeper) supervise(sigs <-chan os.Signal, cmds <-chan string) keeperEven
 			}
 		}
 	}
-	tick := time.NewTicker(100 * time.Millisecond) // belt and braces for a coalesced SIGCHLD
+	tick := time.NewTicker(time.Second) // belt and braces for a coalesced SIGCHLD
 	defer tick.Stop()
 	reap()
 	for !exited {
@@ -250,8 +266,19 @@ func startProgram(spec *keeperSpec) (*os.Process, error) {
 	if len(spec.Argv) == 0 {
 		return nil, errors.New("empty command")
 	}
+	if spec.Dir != "" {
+		if st, err := os.Stat(spec.Dir); err != nil {
+			return nil, fmt.Errorf("directory %q: %w", spec.Dir, unwrapPathError(err))
+		} else if !st.IsDir() {
+			return nil, fmt.Errorf("directory %q: not a directory", spec.Dir)
+		}
+	}
 	path, err := resolveCommand(spec.Argv[0], spec.Dir, spec.Env)
 	if err != nil {
+		var ee *exec.Error
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("exec: %q: %w", spec.Argv[0], unwrapPathError(ee.Err))
+		}
 		return nil, err
 	}
 	devnull, err := os.Open(os.DevNull)

@@ -28,6 +28,11 @@ const childArg = "launcher-test-child"
 // childMain) or as a supervising process (see superviseMain).
 func TestMain(m *testing.M) {
 	RunKeeperIfRequested()
+	if _, ok := os.LookupEnv("GORACE"); !ok {
+		// Race builds sleep 1 s at exit by default; keepers and test programs
+		// (re-execs of this binary) inherit this.
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	if len(os.Args) > 2 && os.Args[1] == childArg {
 		os.Exit(childMain(os.Args[2], os.Args[3:]))
 	}
@@ -115,6 +120,10 @@ func childMain(mode string, args []string) int {
 	case "env": // print what the program sees
 		wd, _ := os.Getwd()
 		fmt.Printf("cwd=%s\nuid=%d\nFOO=%s\nPRE=%s\nHOME=%s\n", wd, os.Getuid(), os.Getenv("FOO"), os.Getenv("PRE"), os.Getenv("HOME"))
+		return forever()
+	case "procself": // is /proc/<getpid()> this process?
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", os.Getpid()))
+		fmt.Printf("pid=%d own=%v\n", os.Getpid(), strings.Contains(string(b), "procself"))
 		return forever()
 	case "spew": // spew N SIZE: N lines of SIZE bytes, then sleep
 		n, _ := strconv.Atoi(arg(0))
@@ -243,6 +252,10 @@ func (h *harness) shutdown() {
 		}
 		if ok {
 			close(h.done)
+			// Run returns only once everything it started is reaped.
+			if left := descendants(os.Getpid()); len(left) > 0 {
+				h.t.Errorf("processes left after Run returned: %v", left)
+			}
 		}
 	case <-time.After(20 * time.Second):
 		h.t.Fatalf("Run did not return after cancel")
@@ -297,6 +310,21 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// countPIDs counts the processes of a tree that recorded themselves.
+func countPIDs(t *testing.T, file string) int {
+	return len(readPIDs(t, file))
+}
+
+// keeperTree lists, as host PIDs, the keeper of the program whose main
+// process is pid, and every descendant of that keeper.
+func keeperTree(pid int) []int {
+	keeper, _, ok := procStat(pid)
+	if !ok {
+		return nil
+	}
+	return append([]int{keeper}, descendants(keeper)...)
 }
 
 // readPIDs reads the PIDs a process tree recorded.

@@ -81,10 +81,11 @@ type instance struct {
 	pendingSig syscall.Signal
 	killed     bool
 
-	pid     atomic.Int64 // the program's host PID
-	ready   atomic.Bool  // set by the loop once RUNNING: probes slow down
+	pid     atomic.Int64  // the program's host PID
+	ready   atomic.Bool   // set by the loop once RUNNING: probes slow down
+	goAhead chan struct{} // closed when the program should start
 	done    chan struct{}
-	started time.Time
+	started time.Time // loop-owned
 
 	// Owned by the loop.
 	readyAt     time.Time
@@ -96,11 +97,14 @@ type instance struct {
 
 func newInstance(p *program, cfg *config.Program) *instance {
 	ctx, cancel := context.WithCancel(p.sup.runCtx)
-	return &instance{p: p, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{}), started: time.Now()}
+	return &instance{p: p, cfg: cfg, ctx: ctx, cancel: cancel, goAhead: make(chan struct{}),
+		done: make(chan struct{}), started: time.Now()}
 }
 
-// run performs the pre-start hook, spawns the keeper and supervises it until
-// it is gone and its pipes are drained; it then reports evExited.
+// run forks the keeper, waits for the go-ahead (a spare keeper waits here
+// until the program next needs one), performs the pre-start hook, hands the
+// keeper its spec and supervises it until it is gone and its pipes are
+// drained; it then reports evExited.
 func (in *instance) run() {
 	defer close(in.done)
 	info := in.runKeeper()
@@ -110,36 +114,13 @@ func (in *instance) run() {
 
 func (in *instance) runKeeper() exitInfo {
 	s := in.p.sup
-	env, cred, err := in.prepare()
-	if err != nil {
-		return exitInfo{code: -1, err: err, fatal: true}
-	}
-	if s.opts.PreStart != nil {
-		extra, err := s.opts.PreStart(in.ctx, in.cfg)
-		if in.ctx.Err() != nil {
-			return exitInfo{code: -1, canceled: true}
-		}
-		if err != nil {
-			return exitInfo{code: -1, err: fmt.Errorf("pre-start: %w", err)}
-		}
-		env = append(env, extra...)
-	}
-	in.env = env
-	if in.ctx.Err() != nil {
-		return exitInfo{code: -1, canceled: true}
-	}
-	spec := keeperSpec{Argv: in.cfg.Command, Dir: in.cfg.Directory, Env: env}
-	if cred != nil {
-		spec.UID, spec.GID, spec.Groups = &cred.Uid, cred.Gid, cred.Groups
-	}
-
 	// Pdeathsig fires when the thread that forked the keeper exits
 	// (golang/go#27505), so that thread stays locked to this goroutine until
 	// the keeper is reaped.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
-	k, err := in.startKeeper(&spec)
+	k, err := in.startKeeper()
 	if err != nil {
 		return exitInfo{code: -1, err: fmt.Errorf("start keeper: %w", err), fatal: true}
 	}
@@ -155,6 +136,15 @@ func (in *instance) runKeeper() exitInfo {
 		last = in.readStatus(k.status)
 	}()
 
+	select {
+	case <-in.goAhead:
+	case <-in.ctx.Done():
+	}
+	early, launched := in.launch(k)
+	if !launched {
+		k.ctl.Close() // the keeper exits when its control pipe closes before a spec
+	}
+
 	ws, werr := k.cmd.Process.Wait()
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
@@ -169,12 +159,15 @@ func (in *instance) runKeeper() exitInfo {
 		<-drained
 	}
 	in.mu.Lock()
-	in.ctl.Close()
 	in.ctl = nil
 	in.mu.Unlock()
+	k.ctl.Close()
 	k.stdout.Close()
 	k.stderr.Close()
 	k.status.Close()
+	if !launched {
+		return early
+	}
 
 	switch last.Kind {
 	case "exit":
@@ -196,6 +189,53 @@ func (in *instance) runKeeper() exitInfo {
 		}
 	}
 	return exitInfo{code: -1, err: fmt.Errorf("keeper failed: %v", ws), fatal: false}
+}
+
+// launch runs the pre-start hook and sends the keeper its spec. When it
+// returns false the program was not started and info says why.
+func (in *instance) launch(k *keeperProc) (info exitInfo, launched bool) {
+	canceled := exitInfo{code: -1, canceled: true}
+	if in.ctx.Err() != nil {
+		return canceled, false
+	}
+	env, cred, err := in.prepare()
+	if err != nil {
+		return exitInfo{code: -1, err: err, fatal: true}, false
+	}
+	if pre := in.p.sup.opts.PreStart; pre != nil {
+		extra, err := pre(in.ctx, in.cfg)
+		if in.ctx.Err() != nil {
+			return canceled, false
+		}
+		if err != nil {
+			return exitInfo{code: -1, err: fmt.Errorf("pre-start: %w", err)}, false
+		}
+		env = append(env, extra...)
+	}
+	in.env = env
+	spec := keeperSpec{Argv: in.cfg.Command, Dir: in.cfg.Directory, Env: env}
+	if cred != nil {
+		spec.UID, spec.GID, spec.Groups = &cred.Uid, cred.Gid, cred.Groups
+	}
+	b, _ := json.Marshal(spec)
+	in.mu.Lock()
+	if in.ctx.Err() != nil {
+		in.mu.Unlock()
+		return canceled, false
+	}
+	if _, err := k.ctl.Write(append(b, '\n')); err != nil {
+		in.mu.Unlock()
+		return exitInfo{code: -1, err: fmt.Errorf("keeper: %w", err)}, false
+	}
+	in.ctl = k.ctl
+	pending, killed := in.pendingSig, in.killed
+	in.mu.Unlock()
+	if killed {
+		in.kill()
+	} else if pending != 0 {
+		in.signal(pending)
+	}
+	return exitInfo{}, true
 }
 
 // prepare builds the program's environment and credentials.
@@ -254,12 +294,13 @@ func dedupEnv(env []string) []string {
 // keeperProc is a started keeper and the parent's ends of its pipes.
 type keeperProc struct {
 	cmd                    *exec.Cmd
+	ctl                    *os.File
 	stdout, stderr, status *os.File
 }
 
-// startKeeper starts the keeper in a new PID namespace (or, where that is
-// refused, as a plain child subreaper) and sends it spec.
-func (in *instance) startKeeper(spec *keeperSpec) (*keeperProc, error) {
+// startKeeper starts a keeper in a new PID namespace (or, where that is
+// refused, as a plain child subreaper). The keeper waits for its spec.
+func (in *instance) startKeeper() (*keeperProc, error) {
 	s := in.p.sup
 	var files []*os.File
 	pipe := func() (r, w *os.File, err error) {
@@ -291,11 +332,15 @@ func (in *instance) startKeeper(spec *keeperSpec) (*keeperProc, error) {
 	if err != nil {
 		return fail(err)
 	}
+	kenv := []string{keeperEnv + "=1"}
+	if v, ok := os.LookupEnv("GORACE"); ok {
+		kenv = append(kenv, "GORACE="+v) // race builds: lets tests drop the 1 s sleep at exit
+	}
 	newCmd := func(ns bool) *exec.Cmd {
 		c := &exec.Cmd{
 			Path:       s.exe,
 			Args:       []string{s.exe, "keeper", in.cfg.Name},
-			Env:        []string{keeperEnv + "=1"},
+			Env:        kenv,
 			Stdout:     outW,
 			Stderr:     errW,
 			ExtraFiles: []*os.File{ctlR, stW},
@@ -305,7 +350,8 @@ func (in *instance) startKeeper(spec *keeperSpec) (*keeperProc, error) {
 			},
 		}
 		if ns {
-			c.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+			// Its own mount namespace too, for a /proc that matches its PIDs.
+			c.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWNS
 		} else {
 			// It must outlive us for a moment to kill its descendants.
 			c.SysProcAttr.Pdeathsig = syscall.SIGTERM
@@ -330,23 +376,11 @@ func (in *instance) startKeeper(spec *keeperSpec) (*keeperProc, error) {
 	stW.Close()
 	outW.Close()
 	errW.Close()
-
-	b, _ := json.Marshal(spec)
-	_, werr := ctlW.Write(append(b, '\n'))
 	in.mu.Lock()
-	in.ctl, in.keeper, in.nsMode = ctlW, cmd.Process, ns
-	in.pid.Store(int64(cmd.Process.Pid))
-	pending, killed := in.pendingSig, in.killed
+	in.keeper, in.nsMode = cmd.Process, ns
 	in.mu.Unlock()
-	if werr != nil {
-		_ = cmd.Process.Kill()
-	}
-	if killed {
-		in.kill()
-	} else if pending != 0 {
-		in.signal(pending)
-	}
-	return &keeperProc{cmd: cmd, stdout: outR, stderr: errR, status: stR}, nil
+	in.pid.Store(int64(cmd.Process.Pid))
+	return &keeperProc{cmd: cmd, ctl: ctlW, stdout: outR, stderr: errR, status: stR}, nil
 }
 
 // readStatus reads the keeper's events until EOF and returns the last one.

@@ -33,6 +33,10 @@ const (
 )
 
 const (
+	// warmSpareBelow: a program whose backoff.initial is shorter keeps a
+	// spare keeper forked in advance, so a crash is followed by a restart
+	// within milliseconds.
+	warmSpareBelow = 50 * time.Millisecond
 	// retryWindow is the window in which start_retries failed starts make a program FATAL.
 	retryWindow = 60 * time.Second
 	// minStableRun is the shortest RUNNING stretch that resets the backoff.
@@ -90,8 +94,10 @@ type program struct {
 	// loop
 	cfg         *config.Program
 	cur         *instance
-	want        bool // should be running
-	startAfter  bool // start again once the current stop completes
+	spare       *instance   // a keeper forked ahead of need, waiting for its go-ahead
+	retired     []*instance // discarded spares, perhaps still exiting
+	want        bool        // should be running
+	startAfter  bool        // start again once the current stop completes
 	quitting    bool
 	failedAt    []time.Time // failed starts inside retryWindow
 	consecutive int         // crashes since the last stable run, for backoff
@@ -163,8 +169,14 @@ func (p *program) loop() {
 		case e := <-p.events:
 			p.event(e)
 		}
+		if !p.want {
+			p.dropSpare() // spares serve restarts only
+		}
 		if p.quitting && p.cur == nil {
 			p.stopBackoff()
+			for _, in := range p.retired {
+				<-in.done
+			}
 			return
 		}
 	}
@@ -190,6 +202,7 @@ func (p *program) command(c command) {
 		p.want, p.startAfter = false, false
 		p.quitting = p.quitting || c.kind == cmdQuit
 		p.stopBackoff()
+		p.dropSpare()
 		switch {
 		case p.cur != nil:
 			p.stopInstance()
@@ -197,6 +210,7 @@ func (p *program) command(c command) {
 			p.set(StateStopped, func(s *Status) { s.Message = "" })
 		}
 	case cmdConfig:
+		p.dropSpare()
 		p.cfg = c.cfg
 		p.mu.Lock()
 		p.conf = c.cfg
@@ -211,9 +225,16 @@ func (p *program) command(c command) {
 	c.reply <- 0
 }
 
-// spawn starts a new instance of the program.
+// spawn starts a new run of the program, on the warm spare keeper when
+// there is one.
 func (p *program) spawn(auto bool) {
-	in := newInstance(p, p.cfg)
+	in := p.takeSpare()
+	if in == nil {
+		in = newInstance(p, p.cfg)
+		go in.run()
+	}
+	in.started = time.Now()
+	close(in.goAhead)
 	p.cur = in
 	p.probeFails = 0
 	p.set(StateStarting, func(s *Status) {
@@ -228,7 +249,53 @@ func (p *program) spawn(auto bool) {
 	if h := in.cfg.Health; h != nil && in.cfg.StartTimeout > 0 {
 		time.AfterFunc(in.cfg.StartTimeout, func() { p.send(event{kind: evStartTimeout, in: in}) })
 	}
-	go in.run()
+	if in.cfg.Backoff.Initial < warmSpareBelow {
+		// Restarts are meant to be immediate: fork the next keeper now, so
+		// that a crash does not wait for a process to start up.
+		p.spare = newInstance(p, p.cfg)
+		go p.spare.run()
+	}
+}
+
+// takeSpare returns the warm spare keeper if it is still usable.
+func (p *program) takeSpare() *instance {
+	in := p.spare
+	p.spare = nil
+	if in == nil {
+		return nil
+	}
+	select {
+	case <-in.done:
+		return nil
+	default:
+	}
+	if in.cfg != p.cfg {
+		p.retire(in)
+		return nil
+	}
+	return in
+}
+
+// dropSpare discards the warm spare keeper, if any.
+func (p *program) dropSpare() {
+	if in := p.spare; in != nil {
+		p.spare = nil
+		p.retire(in)
+	}
+}
+
+// retire cancels an unused keeper; the loop waits for it before it ends.
+func (p *program) retire(in *instance) {
+	in.cancel()
+	kept := p.retired[:0]
+	for _, r := range p.retired {
+		select {
+		case <-r.done:
+		default:
+			kept = append(kept, r)
+		}
+	}
+	p.retired = append(kept, in)
 }
 
 // stopInstance asks the current instance to stop: stop_signal to the whole

@@ -37,7 +37,7 @@ func TestCrashRestarts(t *testing.T) {
 func TestRestartPolicies(t *testing.T) {
 	for _, tc := range []struct {
 		policy, code string
-		restarts      bool
+		restarts     bool
 	}{
 		{config.RestartAlways, "0", true}, // vLLM may exit 0 when its engine dies
 		{config.RestartOnFailure, "0", false},
@@ -223,6 +223,29 @@ func TestReadinessWindow(t *testing.T) {
 	}
 }
 
+func TestStopWhileLoading(t *testing.T) {
+	addr := freePort(t)
+	p := prog("p", selfCmd("serve", addr, "1h"))
+	p.Health = &config.Health{HTTP: "http://" + addr + "/health", Interval: 50 * time.Millisecond, Timeout: time.Second, Failures: 1}
+	p.Autostart = false
+	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	errc := make(chan error, 1)
+	go func() { errc <- h.s.Start(ctxT(t, 10*time.Second), "p") }()
+	waitFor(t, 5*time.Second, "loading", func() bool {
+		return strings.HasPrefix(h.status("p").Message, "loading")
+	})
+	t0 := time.Now()
+	if err := h.s.Stop(ctxT(t, 10*time.Second), "p"); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(t0); el > time.Second {
+		t.Errorf("Stop during load took %s", el)
+	}
+	if err := <-errc; err == nil || !strings.Contains(err.Error(), "STOPPED") {
+		t.Errorf("Start interrupted by Stop = %v", err)
+	}
+}
+
 func TestStartTimeoutIsFailedStart(t *testing.T) {
 	p := prog("p", selfCmd("sleep"))
 	p.Health = &config.Health{TCP: freePort(t), Interval: 50 * time.Millisecond, Timeout: time.Second, Failures: 1}
@@ -354,21 +377,17 @@ func TestProcessTreeDiesOnStopAndRestart(t *testing.T) {
 			p.StopTimeout = 3 * time.Second
 			h := startSupervisor(t, []*config.Program{p}, nil, func(s *Supervisor) { s.noPIDNS.Store(mode == "fallback") })
 			// tree, leaf-parent, leaf, escape (exits), orphaned setsid leaf
-			waitFor(t, 10*time.Second, "5 pids", func() bool { return len(readPIDs(t, pidFile)) >= 5 })
-			waitFor(t, 5*time.Second, "running", func() bool { return h.status("p").State == StateRunning })
-			old := readPIDs(t, pidFile)
+			waitFor(t, 10*time.Second, "5 pids", func() bool { return countPIDs(t, pidFile) >= 5 })
+			st := h.waitState("p", StateRunning, 5*time.Second)
+			old := keeperTree(st.PID) // keeper, tree, leaf-parent, leaf, orphan
+			assertAlive(t, old, 5)
 			if err := h.s.Restart(ctxT(t, 10*time.Second), "p"); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 5*time.Second, "old tree gone after restart", func() bool {
-				for _, pid := range old {
-					if alive(pid) {
-						return false
-					}
-				}
-				return true
-			})
-			waitFor(t, 10*time.Second, "new tree", func() bool { return len(readPIDs(t, pidFile)) >= 10 })
+			waitFor(t, 5*time.Second, "old tree gone after restart", func() bool { return noneAlive(old) })
+			waitFor(t, 10*time.Second, "new tree", func() bool { return countPIDs(t, pidFile) >= 10 })
+			cur := keeperTree(h.status("p").PID)
+			assertAlive(t, cur, 5)
 			t0 := time.Now()
 			if err := h.s.Stop(ctxT(t, 10*time.Second), "p"); err != nil {
 				t.Fatal(err)
@@ -376,10 +395,8 @@ func TestProcessTreeDiesOnStopAndRestart(t *testing.T) {
 			if el := time.Since(t0); el > 2*time.Second {
 				t.Errorf("Stop took %s: the TERM-ignoring leaves should die with the main process", el)
 			}
-			for _, pid := range readPIDs(t, pidFile) {
-				if alive(pid) {
-					t.Errorf("pid %d survived Stop", pid)
-				}
+			if !noneAlive(cur) {
+				t.Errorf("some of %v survived Stop", cur)
 			}
 		})
 	}
@@ -393,22 +410,26 @@ func TestNothingSurvivesKill9(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 10*time.Second, "5 pids", func() bool { return len(readPIDs(t, pidFile)) >= 5 })
+			waitFor(t, 10*time.Second, "5 pids", func() bool { return countPIDs(t, pidFile) >= 5 })
+			tree := descendants(cmd.Process.Pid) // keepers and the whole program
+			assertAlive(t, tree, 5)
 			if err := cmd.Process.Kill(); err != nil {
 				t.Fatal(err)
 			}
 			_ = cmd.Wait()
-			pids := readPIDs(t, pidFile)
-			waitFor(t, 5*time.Second, "every descendant gone", func() bool {
-				for _, pid := range pids {
-					if alive(pid) {
-						return false
-					}
-				}
-				return true
-			})
+			waitFor(t, 5*time.Second, "every descendant gone", func() bool { return noneAlive(tree) })
 		})
 	}
+}
+
+// noneAlive reports whether every one of pids is gone (or a zombie).
+func noneAlive(pids []int) bool {
+	for _, pid := range pids {
+		if alive(pid) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestMissingExecutableAndBadUser(t *testing.T) {
@@ -472,6 +493,23 @@ func TestEnvDirectoryUser(t *testing.T) {
 	check("root", "cwd="+dir, "uid=0", "FOO=bar", "PRE=from-prestart-root")
 	if nobody != nil {
 		check("user", "cwd=/", "uid="+nobody.Uid, "FOO=", "PRE=from-prestart-user", "HOME="+nobody.HomeDir)
+	}
+}
+
+func TestProgramSeesItsOwnProc(t *testing.T) {
+	before, _ := os.ReadFile("/proc/self/mountinfo")
+	h := startSupervisor(t, []*config.Program{prog("p", selfCmd("procself"))}, nil, nil)
+	waitFor(t, 10*time.Second, "output", func() bool {
+		l, _ := h.s.Tail("p", 1)
+		return len(l) == 1
+	})
+	l, _ := h.s.Tail("p", 1)
+	if !strings.HasSuffix(l[0], "own=true") {
+		t.Errorf("program: %q, want /proc/<getpid()> to be itself", l[0])
+	}
+	after, _ := os.ReadFile("/proc/self/mountinfo")
+	if string(before) != string(after) {
+		t.Error("the program's /proc mount leaked into glmctl's mount namespace")
 	}
 }
 
@@ -564,6 +602,20 @@ func TestFollowAndTail(t *testing.T) {
 	}
 	if _, err := h.s.Tail("nope", 1); !errors.Is(err, ErrUnknownProgram) {
 		t.Errorf("Tail(nope) = %v", err)
+	}
+}
+
+// assertAlive checks that at least n of pids are running.
+func assertAlive(t *testing.T, pids []int, n int) {
+	t.Helper()
+	live := 0
+	for _, p := range pids {
+		if alive(p) {
+			live++
+		}
+	}
+	if live < n {
+		t.Fatalf("%d of %v alive, want at least %d", live, pids, n)
 	}
 }
 

@@ -38,10 +38,14 @@ func VLLMCommand() *cli.Command {
 			&cli.DurationFlag{Name: "exit-after", Usage: "crash: exit `DUR` after start with --exit-code"},
 			&cli.IntFlag{Name: "exit-code", Usage: "exit `CODE` of --exit-after (vLLM exits 0 on engine death)"},
 			&cli.StringFlag{Name: "events-file", Usage: "append lifecycle events (start, ready, crash, stop) with their time to `FILE`"},
+			&cli.IntFlag{Name: "workers", Usage: "build vLLM's process tree: an engine process with `N` worker processes"},
 			&cli.BoolFlag{Name: "ignore-term", Usage: "ignore SIGTERM (only SIGINT or SIGKILL stop it)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log `LEVEL` (debug logs health probes)"},
 		},
 		Action: func(c *cli.Context) error {
+			if role := childRole(); role != "" {
+				return runChild(c.Context, role, newLogger("vllm-stub", c.String("log-level")))
+			}
 			listen := c.String("listen")
 			if c.IsSet("port") {
 				listen = net.JoinHostPort(c.String("host"), strconv.Itoa(c.Int("port")))
@@ -62,6 +66,7 @@ func VLLMCommand() *cli.Command {
 				ExitAfter:   c.Duration("exit-after"),
 				ExitCode:    c.Int("exit-code"),
 				EventsFile:  c.String("events-file"),
+				Workers:     c.Int("workers"),
 				Logger:      newLogger("vllm-stub", c.String("log-level")),
 			})
 			return v.Run(ctx)

@@ -65,6 +65,15 @@ type VLLMOptions struct {
 	ExitCode int
 	// ShutdownTimeout bounds the graceful stop when ctx ends. Default 5s.
 	ShutdownTimeout time.Duration
+	// Workers > 0 builds vLLM's process tree: the server spawns an engine
+	// (argv[0] "VLLM::EngineCore") that spawns Workers workers
+	// ("VLLM::Worker_TP0"…), all in the server's process group, sharing its
+	// stdout and stderr, none tied to its parent's life: a graceful stop or a
+	// simulated crash stops them, SIGKILL of the server alone orphans them
+	// (vllm#55510), and if the engine dies the server exits 0 (vllm#48966).
+	// They are re-executions of the running binary, so it must be one whose
+	// main runs VLLMCommand (vllm-stub, `glmctl stub vllm`).
+	Workers int
 	// EventsFile, when set, gets one line appended per lifecycle event,
 	// "EVENT UNIX_NANOS PID" with EVENT one of start (Run began), ready
 	// (accepting connections), crash (ExitAfter) and stop (graceful stop):
@@ -199,9 +208,21 @@ func (v *VLLM) Run(ctx context.Context) error {
 	}
 
 	var (
-		sock *boundSocket
-		err  error
+		sock   *boundSocket
+		engine *engineProc
+		err    error
 	)
+	if v.opts.Workers > 0 {
+		if engine, err = v.startEngine(); err != nil {
+			return err
+		}
+		defer engine.stop(v.opts.ShutdownTimeout)
+	}
+	engineDied := func() error {
+		v.log.Error("engine core died; shutting down (exit 0, like vLLM)")
+		v.event("crash")
+		return &ExitError{Code: 0}
+	}
 	if v.opts.UDS != "" {
 		sock, err = bindUnix(v.opts.UDS, v.opts.SocketMode)
 	} else {
@@ -235,6 +256,10 @@ func (v *VLLM) Run(ctx context.Context) error {
 			t.Stop()
 			sock.close()
 			return crashed()
+		case <-engine.exited():
+			t.Stop()
+			sock.close()
+			return engineDied()
 		}
 	}
 	ln, err := sock.listen()
@@ -270,6 +295,10 @@ func (v *VLLM) Run(ctx context.Context) error {
 		_ = srv.Close()
 		<-served
 		return crashed()
+	case <-engine.exited():
+		_ = srv.Close()
+		<-served
+		return engineDied()
 	case err := <-served:
 		removeSocket()
 		return fmt.Errorf("serve: %w", err)
