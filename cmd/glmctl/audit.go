@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -85,7 +87,7 @@ func auditStatsCommand() *cli.Command {
 		Usage:     "calls per path with avg/max/min time, per key and model, statuses, rejections, tokens, latency and TTFT percentiles, top clients",
 		ArgsUsage: "[FILES…]",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "since", Usage: "only records newer than `DUR` (e.g. 24h) or a time (RFC 3339)"},
+			&cli.StringFlag{Name: "since", Usage: "only records newer than `DUR` (24h, 7d) or since a time (RFC 3339 or YYYY-MM-DD)"},
 			jsonFlag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -117,13 +119,18 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil {
 		return now.Add(-d), nil
 	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
+			return now.AddDate(0, 0, -n), nil
+		}
+	}
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
 	}
 	if t, err := time.ParseInLocation(time.DateOnly, s, time.Local); err == nil {
 		return t, nil
 	}
-	return time.Time{}, fmt.Errorf("--since %q: want a duration like 24h or a time like 2026-11-25T10:00:00Z", s)
+	return time.Time{}, fmt.Errorf("--since %q: want a duration like 24h or 7d, or a time like 2026-11-25T10:00:00Z", s)
 }
 
 func auditTailCommand() *cli.Command {

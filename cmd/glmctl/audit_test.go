@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/pkg/config"
@@ -80,5 +81,22 @@ func TestAuditCommands(t *testing.T) {
 	r = glmctl(t, "audit", "verify", log)
 	if r.code != 0 || !strings.Contains(r.stdout, "torn") {
 		t.Fatalf("verify with a torn tail: %+v", r)
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"90m":                  now.Add(-90 * time.Minute),
+		"7d":                   now.AddDate(0, 0, -7),
+		"2026-11-20T10:00:00Z": time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC),
+	} {
+		got, err := parseSince(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseSince(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseSince("last week", now); err == nil {
+		t.Error("parseSince accepted nonsense")
 	}
 }

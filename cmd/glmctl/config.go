@@ -17,10 +17,18 @@ import (
 // configSource says where the config comes from: the embedded demo, -c,
 // $GLMCTL_CONFIG, or /etc/glmctl/glmctl.hcl, in that order.
 func configSource(c *cli.Context) (path string, demo bool) {
-	if c.Bool("demo") {
-		return "demo.hcl (embedded)", true
+	// Every command declares -c and --demo too (so they may follow it); the
+	// value is wherever the user set it, before or after the command.
+	flag := ""
+	for _, l := range c.Lineage() {
+		if l.IsSet("demo") && l.Bool("demo") {
+			return "demo.hcl (embedded)", true
+		}
+		if flag == "" && l.IsSet("config") {
+			flag = l.String("config")
+		}
 	}
-	return config.Find(c.String("config")), false
+	return config.Find(flag), false
 }
 
 // loadConfig reads and validates the config; a bad config is exit code 2.

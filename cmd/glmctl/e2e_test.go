@@ -216,6 +216,9 @@ func TestCLIAgainstRealDaemon(t *testing.T) {
 	if r := glmctl(t, "status", "vllm", "--json", "-c", cfg); r.code != 0 || !strings.Contains(r.stdout, `"name": "vllm"`) {
 		t.Errorf("status vllm --json: exit %d %q %s", r.code, r.stdout, r.stderr)
 	}
+	if r := glmctl(t, "-c", cfg, "status", "vllm"); r.code != 0 {
+		t.Errorf("-c before the command: exit %d %s", r.code, r.stderr)
+	}
 	if r := glmctl(t, "status", "nosuch", "-c", cfg); r.code != 1 || !strings.Contains(r.stderr, "nosuch") {
 		t.Errorf("status nosuch: exit %d, stderr %q; want 1 naming it", r.code, r.stderr)
 	}

@@ -197,6 +197,59 @@ func Files(path string) ([]string, error) {
 	return orderFiles(dedupeGz(names)), nil
 }
 
+// newestSibling returns the rotated sibling of path written last (by
+// modification time; compression keeps it), or "".
+func newestSibling(path string) string {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	var best string
+	var bestTime time.Time
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !rotatedName(base, e.Name()) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if t := info.ModTime(); best == "" || t.After(bestTime) || (t.Equal(bestTime) && e.Name() > filepath.Base(best)) {
+			best, bestTime = filepath.Join(dir, e.Name()), t
+		}
+	}
+	return best
+}
+
+// lastHash returns the hash of the last record of a log file, or "".
+func lastHash(name string) string {
+	if strings.HasSuffix(name, ".gz") {
+		return scanEnds(name).lastHash
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	t, err := readTail(f, st.Size())
+	if err != nil || t.last == nil {
+		return ""
+	}
+	p, err := parseLine(t.last)
+	if err != nil {
+		return ""
+	}
+	return p.hash
+}
+
 // rotatedName reports whether name is a rotated sibling of base.
 func rotatedName(base, name string) bool {
 	if len(name) <= len(base)+1 || !strings.HasPrefix(name, base) {
@@ -251,6 +304,22 @@ func scanEnds(name string) fileInfo {
 	}
 	defer rc.Close()
 	lr := newLineReader(rc)
+	if !strings.HasSuffix(name, ".gz") {
+		// Plain file: the first record, then the last one read backwards.
+		for !fi.records {
+			line, err := lr.next()
+			if err != nil {
+				return fi
+			}
+			if p, perr := parseLine(line); perr == nil {
+				fi.records, fi.firstPrev, fi.first, fi.lastHash = true, p.rec.Prev, p.rec.Time, p.hash
+			}
+		}
+		if h := lastHash(name); h != "" {
+			fi.lastHash = h
+		}
+		return fi
+	}
 	for {
 		line, err := lr.next()
 		if err != nil {

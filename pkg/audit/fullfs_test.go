@@ -140,10 +140,10 @@ func TestReadOnlyDirectory(t *testing.T) {
 	}
 	mounted = false
 	mustWrite(t, w, 5, 2)
-	w.Close()
 	if got := metricValue(t, reg, "glmctl_audit_write_errors_total"); got != 2 {
 		t.Fatalf("write errors %v, want 2", got)
 	}
+	w.Close()
 	if rep := mustVerify(t, []string{cfg.Path}, VerifyOptions{}); !rep.Intact() || rep.Records != 5 || len(rep.Warnings) != 0 {
 		t.Fatalf("verify: %+v", rep)
 	}

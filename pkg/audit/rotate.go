@@ -195,6 +195,10 @@ func gzipFile(name string) error {
 		os.Remove(tmp)
 		return fmt.Errorf("compress %s: %w", name, err)
 	}
+	if st, err := in.Stat(); err == nil {
+		// Keep the time of the last record: the newest file stays newest.
+		_ = os.Chtimes(name+".gz", st.ModTime(), st.ModTime())
+	}
 	syncDir(filepath.Dir(name))
 	if err := os.Remove(name); err != nil {
 		return fmt.Errorf("compress %s: %w", name, err)

@@ -133,3 +133,37 @@ func TestRotationDaily(t *testing.T) {
 		t.Fatalf("verify: %+v", rep)
 	}
 }
+
+func TestCrashDuringRotation(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Rotate.MaxSize = 4 << 10
+	w := mustOpen(t, cfg, Options{})
+	mustWrite(t, w, 0, 40)
+	w.Close()
+	stems, _, _ := rotatedFiles(cfg.Path)
+	if len(stems) < 2 {
+		t.Fatalf("want rotated files, got %v", stems)
+	}
+	// The state a kill leaves between rotate's rename and its head update:
+	// the live file renamed, a new empty one, the head from the rotation
+	// before.
+	stale := head{File: "audit.log", Offset: 0, Hash: lastHash(stems[len(stems)-1])}
+	if err := os.Rename(cfg.Path, cfg.Path+"."+time.Now().UTC().Format(rotateLayout)); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfg.Path, nil, 0o600)
+	if err := writeHead(cfg.Path, stale, false); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := Files(cfg.Path)
+	if rep := mustVerify(t, files, VerifyOptions{}); !rep.Intact() || len(rep.Warnings) != 0 {
+		t.Fatalf("verify after a crash during rotation: %+v", rep)
+	}
+	w = mustOpen(t, cfg, Options{})
+	mustWrite(t, w, 40, 2)
+	w.Close()
+	files, _ = Files(cfg.Path)
+	if rep := mustVerify(t, files, VerifyOptions{}); !rep.Intact() || len(rep.Warnings) != 0 || rep.Records != 42 {
+		t.Fatalf("verify after restart: %+v", rep)
+	}
+}

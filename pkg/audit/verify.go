@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // VerifyOptions tune Verify.
@@ -74,6 +75,8 @@ type verifier struct {
 	started   bool   // a record was seen
 	pending   *Finding
 	warnedKey bool
+	firstPrev string          // prev of the first record
+	wanted    map[string]bool // hashes named by .head files: found?
 	// The last recentWindow records: hash -> "file:line".
 	recent     map[string]string
 	recentRing []string
@@ -108,13 +111,14 @@ func Verify(files []string, opts VerifyOptions) (*VerifyReport, error) {
 		kept = orderFiles(dedupeGz(kept))
 	}
 	v := &verifier{
-		opts:       opts,
-		rep:        &VerifyReport{Files: kept, Problems: []Finding{}, Warnings: []Finding{}},
-		keyedH:     hasher{key: opts.HMACKey},
-		recent:     make(map[string]string),
+		opts:   opts,
+		rep:    &VerifyReport{Files: kept, Problems: []Finding{}, Warnings: []Finding{}},
+		keyedH: hasher{key: opts.HMACKey},
+		recent: make(map[string]string),
+		wanted: make(map[string]bool),
 	}
-	// Heads first: a writer appending meanwhile only makes the files longer
-	// than their heads say.
+	// Heads first: a writer appending meanwhile only adds records after
+	// the ones they name.
 	heads := make(map[string]*head)
 	for _, name := range kept {
 		if strings.HasSuffix(name, ".gz") {
@@ -124,14 +128,32 @@ func Verify(files []string, opts VerifyOptions) (*VerifyReport, error) {
 		if err != nil {
 			v.warn(Finding{name + headSuffix, 0, KindNote, err.Error()})
 		}
-		heads[name] = hd
-	}
-	for _, name := range kept {
-		if err := v.file(name, heads[name]); err != nil {
-			return v.rep, err
+		if hd != nil && hd.Hash != "" {
+			heads[name] = hd
+			v.wanted[hd.Hash] = false
 		}
 	}
+	lines := make(map[string]int)
+	for _, name := range kept {
+		n, err := v.file(name)
+		if err != nil {
+			return v.rep, err
+		}
+		lines[name] = n
+	}
 	v.flushPending()
+	for _, name := range kept {
+		hd := heads[name]
+		switch {
+		case hd == nil, v.wanted[hd.Hash]:
+		case hd.Offset == 0 && (v.rep.Records == 0 || hd.Hash == v.firstPrev):
+			// It names the record just before the files given.
+		default:
+			v.problem(Finding{name, lines[name], KindTruncated, fmt.Sprintf(
+				"%s names record %s (written %s, ending at byte %d of %s) and none of the files has it: records at the end were cut off (or the files holding them were not given)",
+				name+headSuffix, short(hd.Hash), hd.Time.Format(time.RFC3339), hd.Offset, hd.File)})
+		}
+	}
 	return v.rep, nil
 }
 
@@ -146,33 +168,21 @@ func (v *verifier) flushPending() {
 	}
 }
 
-// file checks one file, and its .head side file when hd is set.
-func (v *verifier) file(name string, hd *head) error {
+// file checks one file and returns its number of lines.
+func (v *verifier) file(name string) (int, error) {
 	rc, err := openLog(name)
 	if err != nil {
-		return fmt.Errorf("verify: %w", err)
+		return 0, fmt.Errorf("verify: %w", err)
 	}
 	defer rc.Close()
 	lr := newLineReader(rc)
-	var (
-		off        int64
-		before     = v.last // the record before this file
-		firstPrev  string
-		records    int
-		atHead     string // hash of the record ending at hd.Offset
-		atHeadLine int
-	)
 	for {
 		line, err := lr.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("verify %s: %w", name, err)
-		}
-		off += int64(len(line))
-		if !lr.torn {
-			off++
+			return lr.n, fmt.Errorf("verify %s: %w", name, err)
 		}
 		p, perr := parseLine(line)
 		if perr != nil {
@@ -187,34 +197,10 @@ func (v *verifier) file(name string, hd *head) error {
 		if lr.torn {
 			v.warn(Finding{name, lr.n, KindTorn, "last line has no newline"})
 		}
-		if records == 0 {
-			firstPrev = p.rec.Prev
-		}
-		records++
 		v.record(name, lr.n, p)
-		if hd != nil && off == hd.Offset {
-			atHead, atHeadLine = p.hash, lr.n
-		}
 	}
 	v.flushPending() // a break is documented in the file where it happened
-	if hd == nil || hd.Hash == "" {
-		return nil
-	}
-	headName := name + headSuffix
-	switch {
-	case hd.Offset == 0:
-		// The head names the record before this file (a reopen or rotation).
-		if hd.Hash == before || (records > 0 && firstPrev == hd.Hash) || v.rep.Records == 0 {
-			return nil
-		}
-		v.problem(Finding{name, 0, KindTruncated, fmt.Sprintf("%s names hash %s as the last record before this file, and it is not there: records were cut off", headName, short(hd.Hash))})
-	case atHead == hd.Hash:
-	case atHead != "":
-		v.problem(Finding{name, atHeadLine, KindTruncated, fmt.Sprintf("%s names hash %s for the record ending here; found %s: the log was cut and rewritten", headName, short(hd.Hash), short(atHead))})
-	default:
-		v.problem(Finding{name, lr.n, KindTruncated, fmt.Sprintf("%s names a record (hash %s) ending at byte %d; the file has %d bytes and no record ending there: records at the end were cut off", headName, short(hd.Hash), hd.Offset, off)})
-	}
-	return nil
+	return lr.n, nil
 }
 
 // record checks one well-formed record.
@@ -242,6 +228,7 @@ func (v *verifier) record(name string, n int, p *parsedLine) {
 	// Its link.
 	switch {
 	case !v.started:
+		v.firstPrev = p.rec.Prev
 		if p.rec.Prev != "" {
 			v.warn(Finding{name, n, KindStart, "the chain starts here with a previous hash: older files were not given or were pruned by rotation"})
 		}
@@ -275,6 +262,9 @@ func (v *verifier) record(name string, n int, p *parsedLine) {
 	v.started = true
 	v.last = p.hash
 	v.remember(p.hash, here)
+	if _, ok := v.wanted[p.hash]; ok {
+		v.wanted[p.hash] = true
+	}
 }
 
 func short(h string) string {

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,5 +223,23 @@ func TestVerifyWhileWriting(t *testing.T) {
 			close(stop)
 			wait()
 		})
+	}
+}
+
+func TestReadHMACKey(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "key")
+	os.WriteFile(good, []byte("c2VjcmV0LWtleS1mb3ItdGhlLWF1ZGl0LWNoYWlu\n"), 0o600)
+	key, err := ReadHMACKey(good)
+	if err != nil || string(key) != "c2VjcmV0LWtleS1mb3ItdGhlLWF1ZGl0LWNoYWlu" {
+		t.Fatalf("got %q, %v", key, err)
+	}
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("abc\n"), 0o600)
+	if _, err := ReadHMACKey(short); err == nil {
+		t.Fatal("a 3-byte key was accepted")
+	}
+	if _, err := ReadHMACKey(filepath.Join(dir, "absent")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing key file: %v", err)
 	}
 }

@@ -72,9 +72,9 @@ type Options struct {
 
 // request is one record on its way to the file.
 type request struct {
-	rec  *Record
-	body []byte
-	done chan error
+	body       []byte
+	prev, hash string // set by the writer before done
+	done       chan error
 }
 
 // Writer appends records to the audit log from one goroutine, batching the
@@ -112,6 +112,7 @@ type Writer struct {
 	lastErrLog time.Time
 	lost       int
 	rotateWait time.Time
+	newline    bool // a partial line is in the file: start with '\n'
 }
 
 // Open opens (creating it 0600, its directory 0700) the audit log at
@@ -270,18 +271,14 @@ func (w *Writer) recover() error {
 		w.headHash = hd.hashOrEmpty()
 		return nil
 	}
-	if hd != nil && hd.Hash != "" {
-		w.last, w.headHash = hd.Hash, hd.Hash
-		return nil
-	}
-	// Empty log and no head: continue from the newest rotated file, if any.
-	files, err := Files(w.path)
-	if err == nil {
-		for i := len(files) - 1; i >= 0; i-- {
-			if fi := scanEnds(files[i]); fi.records {
-				w.last = fi.lastHash
-				break
-			}
+	// An empty log (just rotated): the chain goes on from the newest
+	// rotated file, which a crash during rotation may have left newer than
+	// the head; else from the head.
+	w.last, w.headHash = hd.hashOrEmpty(), hd.hashOrEmpty()
+	if name := newestSibling(w.path); name != "" {
+		if h := lastHash(name); h != "" && h != w.last {
+			w.log.Info("audit chain continues from the newest rotated file", "file", name)
+			w.last = h
 		}
 	}
 	return nil
@@ -349,7 +346,7 @@ func (w *Writer) Write(ctx context.Context, r *Record) error {
 	if err != nil {
 		return err
 	}
-	req := &request{rec: r, body: body, done: make(chan error, 1)}
+	req := &request{body: body, done: make(chan error, 1)}
 	select {
 	case w.reqs <- req:
 	case <-w.quit:
@@ -359,17 +356,25 @@ func (w *Writer) Write(ctx context.Context, r *Record) error {
 	}
 	select {
 	case err := <-req.done:
-		return err
+		return req.finish(r, err)
 	case <-ctx.Done():
 		return fmt.Errorf("audit write: %w", ctx.Err())
 	case <-w.done:
 		select {
 		case err := <-req.done:
-			return err
+			return req.finish(r, err)
 		default:
 			return ErrClosed
 		}
 	}
+}
+
+// finish copies the chain fields of a written record into r.
+func (req *request) finish(r *Record, err error) error {
+	if req.hash != "" {
+		r.Prev, r.Hash = req.prev, req.hash
+	}
+	return err
 }
 
 // Err returns the last write failure while writing fails, nil once a write
@@ -490,6 +495,9 @@ func (w *Writer) commit(batch []*request) error {
 		}
 	}
 	w.buf = w.buf[:0]
+	if w.newline {
+		w.buf = append(w.buf, '\n') // end a partial line left by a failed write
+	}
 	prev := w.last
 	for i := range w.notes {
 		n := &w.notes[i]
@@ -513,8 +521,10 @@ func (w *Writer) commit(batch []*request) error {
 	if err != nil {
 		if n > 0 {
 			if terr := w.f.Truncate(w.size); terr != nil {
-				// The partial line stays; start the next write on a new line.
+				// The partial line stays (verify reports it); the next
+				// write starts on a new line.
 				w.size += int64(n)
+				w.newline = w.buf[n-1] != '\n'
 				w.log.Error("audit log: could not remove a partial write", "error", terr)
 			}
 		}
@@ -523,9 +533,10 @@ func (w *Writer) commit(batch []*request) error {
 	w.last = prev
 	w.size += int64(n)
 	w.dirty = true
+	w.newline = false
 	w.notes = w.notes[:0]
 	for i, r := range batch {
-		r.rec.Prev, r.rec.Hash = links[i].prev, links[i].hash
+		r.prev, r.hash = links[i].prev, links[i].hash
 	}
 	w.m.records.Add(float64(len(batch)))
 	w.m.bytes.Add(float64(n))

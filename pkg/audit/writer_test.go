@@ -71,6 +71,16 @@ func TestWriterConcurrent(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+			if got := metricValue(t, reg, "glmctl_audit_records_total"); got != workers*each {
+				t.Fatalf("glmctl_audit_records_total = %v", got)
+			}
+			if ts := metricValue(t, reg, "glmctl_audit_last_write_timestamp_seconds"); time.Since(time.Unix(int64(ts), 0)) > time.Minute {
+				t.Fatalf("last write timestamp %v", ts)
+			}
+			if e := metricValue(t, reg, "glmctl_audit_write_errors_total"); e != 0 {
+				t.Fatalf("write errors %v", e)
+			}
+			bytesTotal := metricValue(t, reg, "glmctl_audit_bytes_total")
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -84,12 +94,9 @@ func TestWriterConcurrent(t *testing.T) {
 			if !rep.Intact() || rep.Records != workers*each || len(rep.Warnings) != 0 {
 				t.Fatalf("verify: %+v", rep)
 			}
-			if got := metricValue(t, reg, "glmctl_audit_records_total"); got != workers*each {
-				t.Fatalf("glmctl_audit_records_total = %v", got)
-			}
 			st, _ := os.Stat(cfg.Path)
-			if got := metricValue(t, reg, "glmctl_audit_bytes_total"); int64(got) != st.Size() {
-				t.Fatalf("glmctl_audit_bytes_total = %v, file has %d", got, st.Size())
+			if int64(bytesTotal) != st.Size() {
+				t.Fatalf("glmctl_audit_bytes_total = %v, file has %d", bytesTotal, st.Size())
 			}
 			if st.Mode().Perm() != 0o600 {
 				t.Fatalf("mode %v, want 0600", st.Mode().Perm())
@@ -102,12 +109,11 @@ func TestWriterConcurrent(t *testing.T) {
 			if err != nil || hd == nil || hd.Hash != recsLastHash(t, cfg.Path) || hd.Offset != st.Size() {
 				t.Fatalf("head %+v (err %v) does not name the last record", hd, err)
 			}
-			if ts := metricValue(t, reg, "glmctl_audit_last_write_timestamp_seconds"); time.Since(time.Unix(int64(ts), 0)) > time.Minute {
-				t.Fatalf("last write timestamp %v", ts)
+			if mfs, _ := reg.Gather(); len(mfs) != 0 {
+				t.Fatalf("%d metrics still registered after Close", len(mfs))
 			}
-			if e := metricValue(t, reg, "glmctl_audit_write_errors_total"); e != 0 {
-				t.Fatalf("write errors %v", e)
-			}
+			// A new writer (a reload) registers on the same registry.
+			mustOpen(t, cfg, Options{Registerer: reg}).Close()
 		})
 	}
 }

@@ -75,11 +75,11 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if cfg.Audit != nil {
 		var hmacKey []byte
 		if cfg.Audit.HMACKeyFile != "" {
-			b, err := os.ReadFile(cfg.Audit.HMACKeyFile)
+			k, err := audit.ReadHMACKey(cfg.Audit.HMACKeyFile)
 			if err != nil {
 				return nil, fmt.Errorf("audit hmac_key_file: %w", err)
 			}
-			hmacKey = trimKey(b)
+			hmacKey = k
 		}
 		w, err := audit.Open(cfg.Audit, audit.Options{Logger: d.logger.Named("audit"), Registerer: d.registry, HMACKey: hmacKey})
 		if err != nil {
@@ -333,11 +333,4 @@ func wantsGPUs(cfg *config.Config) bool {
 		}
 	}
 	return false
-}
-
-func trimKey(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

@@ -95,7 +95,7 @@ func benchTTFT(b *testing.B, url, key string) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := resp.Body.Read(buf); err != nil {
+		if n, err := resp.Body.Read(buf); n == 0 {
 			b.Fatal(err)
 		}
 		total += time.Since(start)

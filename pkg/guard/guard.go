@@ -46,17 +46,19 @@ type Deps struct {
 
 // Guard is the authenticating, throttling, auditing proxy.
 type Guard struct {
-	cfg     *config.Guard
-	log     hclog.Logger
-	audit   Auditor
-	ready   func() bool
-	store   Store
-	global  GlobalLimit
-	up      upstream
-	proxy   *httputil.ReverseProxy
-	trusted []netip.Prefix
-	m       *metrics
-	handler http.Handler
+	cfg    *config.Guard
+	log    hclog.Logger
+	audit  Auditor
+	ready  func() bool
+	store  Store
+	global GlobalLimit
+	up     upstream
+	proxy  *httputil.ReverseProxy
+	// transport is the proxy's connection pool to the upstream.
+	transport *http.Transport
+	trusted   []netip.Prefix
+	m         *metrics
+	handler   http.Handler
 
 	keys   atomic.Pointer[keys.Set]
 	limits atomic.Pointer[Limits]
@@ -258,6 +260,7 @@ func (g *Guard) Run(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	<-serveDone
+	g.transport.CloseIdleConnections()
 	stopWatch()
 	if werr := <-watchDone; werr != nil {
 		g.log.Warn("file watcher stopped", "error", werr)

@@ -34,6 +34,7 @@ type exchange struct {
 	// guard asked upstream for it and removes it on the way back.
 	hideUsage bool
 	bytesIn   int64
+	body      []byte // the request body to forward
 
 	admitted bool
 	ticket   Ticket
@@ -215,6 +216,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	x.body = body
 	out := r.WithContext(context.WithValue(r.Context(), ctxKey{}, x))
 	if body != nil {
 		out.Body = io.NopCloser(bytes.NewReader(body))
@@ -313,7 +315,15 @@ func (g *Guard) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, s
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(30 * time.Second))
 	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 {
+		body = make([]byte, n) // n <= limit, checked above
+		_, err = io.ReadFull(rd, body)
+	} else {
+		body, err = io.ReadAll(rd)
+	}
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):

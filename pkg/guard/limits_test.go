@@ -273,3 +273,23 @@ func atoi(s string) int64 {
 	_ = json.Unmarshal([]byte(s), &n)
 	return n
 }
+
+// TestUpstreamConnectionsReused: a second burst of 100 concurrent requests
+// finds the first burst's upstream connections idle and reuses them.
+func TestUpstreamConnectionsReused(t *testing.T) {
+	h := newHarness(t, withLimits(`{"rate_limits": {}}`))
+	got := h.burst(t, 100, func(int) string { return keyUser1 }, "GET", "/v1/models", nil)
+	if got[200] != 100 {
+		t.Fatal(got)
+	}
+	first := h.up.conns.Load()
+	got = h.burst(t, 100, func(int) string { return keyUser1 }, "GET", "/v1/models", nil)
+	if got[200] != 100 {
+		t.Fatal(got)
+	}
+	added := h.up.conns.Load() - first
+	t.Logf("upstream connections: %d for the first burst, %d more for the second", first, added)
+	if added > first/4 {
+		t.Fatalf("%d new upstream connections for the second burst: idle ones were not kept", added)
+	}
+}

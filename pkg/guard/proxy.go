@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // newProxy builds the reverse proxy to the upstream: a pooled transport sized
@@ -32,6 +34,7 @@ func (g *Guard) newProxy() *httputil.ReverseProxy {
 		WriteBufferSize:       8 << 10,
 		ReadBufferSize:        8 << 10,
 	}
+	g.transport = tr
 	if g.up.socket != "" {
 		sock := g.up.socket
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -50,7 +53,8 @@ func (g *Guard) newProxy() *httputil.ReverseProxy {
 		ErrorHandler:   g.proxyError,
 		ModifyResponse: g.modifyResponse,
 		BufferPool:     newBufferPool(8 << 10),
-		ErrorLog:       g.log.StandardLogger(nil),
+		// Copy errors of abandoned streams are routine: debug level.
+		ErrorLog: g.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
 }
 
@@ -67,6 +71,16 @@ func (g *Guard) rewrite(pr *httputil.ProxyRequest) {
 	h.Del("Proxy-Authorization")
 	h.Del("Cookie")
 	h.Set("X-Request-Id", x.id)
+	if x.body != nil {
+		// A body the transport knows to be in memory goes out with the
+		// headers in one write(2) (ReverseProxy's own wrapper makes it flush
+		// the headers first), and GetBody lets the transport resend it when
+		// the upstream closed an idle connection just as it was reused.
+		b := x.body
+		pr.Out.Body = io.NopCloser(bytes.NewReader(b))
+		pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		pr.Out.ContentLength = int64(len(b))
+	}
 }
 
 // proxyError answers 502 when the upstream cannot be reached; a client that
@@ -102,7 +116,11 @@ func (g *Guard) modifyResponse(resp *http.Response) error {
 		h.Del("Content-Length")
 		resp.ContentLength = -1
 	case resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "application/json"):
-		resp.Body = &usageReader{src: resp.Body, x: x}
+		u := &usageReader{src: resp.Body, x: x}
+		if n := resp.ContentLength; n > 0 && n <= maxUsageBody {
+			u.buf = make([]byte, 0, n)
+		}
+		resp.Body = u
 	default:
 		resp.Body = &usageReader{src: resp.Body, x: x, skip: true}
 	}
@@ -122,6 +140,39 @@ func (x *exchange) setUsage(u *usageJSON) {
 	if u.CompletionTokens == 0 && u.TotalTokens > u.PromptTokens {
 		x.completionTokens = u.TotalTokens - u.PromptTokens
 	}
+}
+
+// objectAt returns the JSON object at the start of b (after blanks), up to
+// its matching brace, or nil.
+func objectAt(b []byte) []byte {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 || b[0] != '{' {
+		return nil
+	}
+	depth, inString, escaped := 0, false, false
+	for i, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+			if depth == 0 {
+				return b[:i+1]
+			}
+		}
+	}
+	return nil
 }
 
 // maxUsageBody bounds how much of a JSON response is kept to find its usage;
@@ -167,8 +218,8 @@ func findUsage(body []byte) *usageJSON {
 	const tag = `"usage":`
 	if i := bytes.LastIndex(body, []byte(tag)); i >= 0 {
 		var us usageJSON
-		dec := json.NewDecoder(bytes.NewReader(body[i+len(tag):]))
-		if dec.Decode(&us) == nil && (us.PromptTokens > 0 || us.TotalTokens > 0) {
+		obj := objectAt(body[i+len(tag):])
+		if obj != nil && json.Unmarshal(obj, &us) == nil && (us.PromptTokens > 0 || us.TotalTokens > 0) {
 			return &us
 		}
 	}

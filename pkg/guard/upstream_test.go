@@ -25,6 +25,7 @@ type standIn struct {
 	srv      *http.Server
 	url      string // http://127.0.0.1:port or unix:///path
 	hits     atomic.Int64
+	conns    atomic.Int64 // connections accepted
 	inFlight atomic.Int64
 	release  chan struct{}
 
@@ -56,7 +57,12 @@ func newStandIn(t testing.TB, unix bool) *standIn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 5 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				s.conns.Add(1)
+			}
+		}}
 	go func() { _ = s.srv.Serve(ln) }()
 	t.Cleanup(func() {
 		s.releaseAll()

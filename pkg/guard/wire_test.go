@@ -361,3 +361,27 @@ func TestUpstreamErrorCostsARequestNotTokens(t *testing.T) {
 		t.Fatalf("remaining tokens %d: the failed request's reservation was kept", rem)
 	}
 }
+
+func TestClientAddressFromTrustedProxies(t *testing.T) {
+	g := &Guard{}
+	for _, c := range []string{"10.0.0.0/8", "127.0.0.1"} {
+		p, err := parsePrefix(c)
+		must(t, err)
+		g.trusted = append(g.trusted, p)
+	}
+	cases := []struct{ remote, xff, want string }{
+		{"203.0.113.9:5000", "1.2.3.4", "203.0.113.9"},              // untrusted peer: XFF ignored
+		{"127.0.0.1:5000", "1.2.3.4", "1.2.3.4"},                    // trusted peer
+		{"127.0.0.1:5000", "6.6.6.6, 1.2.3.4, 10.1.1.1", "1.2.3.4"}, // right-most untrusted
+		{"127.0.0.1:5000", "garbage", "127.0.0.1"},
+		{"[::ffff:127.0.0.1]:5000", "1.2.3.4", "1.2.3.4"},
+	}
+	for _, tc := range cases {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.remote
+		r.Header.Set("X-Forwarded-For", tc.xff)
+		if got := g.clientAddr(r); got != tc.want {
+			t.Errorf("%s / %q: got %s, want %s", tc.remote, tc.xff, got, tc.want)
+		}
+	}
+}

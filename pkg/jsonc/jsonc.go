@@ -15,6 +15,9 @@ import (
 )
 
 // Error is a parse or type error located in the original (commented) text.
+// Syntax errors point at the offending character; type errors from
+// Unmarshal point just after the value of the wrong type (Doc.Decode points
+// at the start of the member's value).
 type Error struct {
 	Line int // 1-based
 	Col  int // 1-based, counted in characters (runes) of the original line

@@ -185,3 +185,46 @@ func TestMaskAndGenerate(t *testing.T) {
 		t.Fatalf("Generate = %q, %q", a, b)
 	}
 }
+
+func TestEditRotateKeepsOldKeyForGrace(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	f, _, err := Parse([]byte(`{"api_keys": {"bob": "sk-bob-old-key-123456"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Rotate("bob", "sk-bob-new-key-654321", now.Add(time.Hour), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Add(&Entry{Name: "eve", SHA256: Hash("sk-eve-key-000000000")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Add(&Entry{Name: "eve", SHA256: Hash("x")}); err == nil {
+		t.Fatal("duplicate name accepted")
+	}
+	if err := f.Add(&Entry{Name: "mallory", Clear: "sk-clear-clear-clear"}); err == nil {
+		t.Fatal("clear-text key accepted by Add")
+	}
+	data, err := f.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "sk-bob") {
+		t.Fatalf("rotated file still holds the clear key:\n%s", data)
+	}
+	g, _, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSet(g)
+	for secret, want := range map[string]error{"sk-bob-new-key-654321": nil, "sk-bob-old-key-123456": nil} {
+		if _, err := s.Lookup(secret, now); err != want {
+			t.Fatalf("%s now: %v", Mask(secret), err)
+		}
+	}
+	if _, err := s.Lookup("sk-bob-old-key-123456", now.Add(2*time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("old key after the grace: %v", err)
+	}
+	if !g.Remove("eve") || g.Remove("eve") || g.Entry("eve") != nil {
+		t.Fatal("Remove")
+	}
+}

@@ -1,62 +1,3 @@
-// Package launcher supervises glmctl's programs (the model server, the web
-// UI): it spawns them, decides when they are ready, restarts them with
-// capped backoff, stops them with their whole process tree, and captures
-// their output.
-//
-// # States
-//
-// supervisord's states: STOPPED, STARTING, RUNNING, BACKOFF, STOPPING,
-// EXITED, FATAL. A program is RUNNING only once ready: with a health probe,
-// when the first probe passes within start_timeout (a refused connection
-// meanwhile means "still loading"); without one, once it stayed alive for
-// start_secs. While RUNNING, `failures` consecutive failed probes restart it.
-//
-// # Restarts
-//
-// restart = always restarts on any exit that was not asked for, exit 0
-// included (vLLM can exit 0 when its engine dies); on-failure only on a
-// non-zero exit or a signal; never leaves it EXITED. The n-th consecutive
-// restart waits backoff.initial·2^(n-1), capped at backoff.max, minus up to
-// 25% of jitter (zero backoff restarts at once). A run that stays RUNNING for
-// max(60s, backoff.max) resets the sequence. A program that ends before it is
-// ready is a failed start: start_retries of them within 60 s make it FATAL
-// (0 behaves like 1); with restart = never (or on-failure and exit 0) it is
-// EXITED instead. A missing executable, an unknown user or a bad directory is
-// FATAL at once: retrying cannot fix it. Start from FATAL tries again.
-//
-// # Dependencies
-//
-// A program starts only once every program in its depends_on is RUNNING and
-// healthy. Start starts the missing dependencies first (whatever their
-// autostart), and fails if one of them fails. Run's autostart waits for
-// dependencies as long as it takes, so a dependent follows a dependency that
-// an operator recovers from FATAL. Stop and shutdown stop dependents before
-// their dependencies; Stop of one program does not stop its dependents.
-//
-// # Process trees
-//
-// Every program runs under a keeper, a re-exec of the current executable
-// (see RunKeeperIfRequested) started from a goroutine locked to its OS
-// thread with a parent-death signal. Where CLONE_NEWPID is allowed (root),
-// the keeper is PID 1 of a new PID namespace: stop_signal reaches every
-// process of the program (kill(-1) from PID 1, setsid escapees included);
-// when the program's main process exits, the keeper SIGKILLs what is left;
-// SIGKILL of the keeper, on stop_timeout or when glmctl itself dies (even by
-// kill -9), makes the kernel kill the whole namespace at once. Where PID
-// namespaces are refused, the keeper is a child subreaper that signals every
-// descendant it finds in /proc (process group plus the parent chain, which
-// setsid does not break) and SIGKILLs them all when the main process exits,
-// when asked, or when glmctl dies (it learns that from its control pipe
-// closing and from a parent-death SIGTERM). What that fallback cannot promise:
-// if the keeper itself is SIGKILLed (by the OOM killer, or a kill -9 aimed at
-// it), its descendants are re-parented to init and survive.
-//
-// # Output
-//
-// Each line of stdout and stderr goes to the program's log file (O_APPEND,
-// 0600, rotated at max_size into NAME.1 … NAME.keep), to the logger
-// Named(program) with a level guessed from the line, and to an in-memory
-// tail of the last 1000 lines (Tail, Follow). Lines over 16 KiB are split.
 package launcher
 
 import (
@@ -221,6 +162,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // autostart starts names in the background, each once its dependencies are
 // RUNNING, waiting for them as long as it takes.
 func (s *Supervisor) autostart(names []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.closed:
+		return // shutting down
+	default:
+	}
 	if len(names) == 0 {
 		return
 	}
@@ -347,6 +295,24 @@ func (s *Supervisor) Follow(ctx context.Context, name string) (<-chan string, er
 	return out, nil
 }
 
+// ReopenLogs reopens every program's log file, for an external logrotate
+// with "create" (SIGHUP or a control command can call it).
+func (s *Supervisor) ReopenLogs() error {
+	s.mu.Lock()
+	progs := make([]*program, 0, len(s.progs))
+	for _, p := range s.progs {
+		progs = append(progs, p)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, p := range progs {
+		if err := p.out.reopen(); err != nil {
+			errs = append(errs, fmt.Errorf("reopen %q log: %w", p.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Update applies a new set of programs (a reload): removed programs are
 // stopped, changed ones are stopped and, if they were active, started again
 // with the new config, added ones start if autostart; unchanged ones are not
@@ -404,16 +370,24 @@ func (s *Supervisor) Update(ctx context.Context, programs []*config.Program) err
 	for _, n := range removed {
 		delete(s.progs, n)
 	}
+	select {
+	case <-s.closed:
+		// Run is shutting down and stops only the programs it knew.
+		s.mu.Unlock()
+		return ErrClosed
+	default:
+	}
 	for _, n := range added {
 		p := newProgram(s, newCfg[n])
 		s.progs[n] = p
 		s.loops.Add(1)
 		go func() { defer s.loops.Done(); p.loop() }()
 	}
-	s.order = s.order[:0]
+	order := make([]string, 0, len(next))
 	for _, c := range next {
-		s.order = append(s.order, c.Name)
+		order = append(order, c.Name)
 	}
+	s.order = order
 	s.mu.Unlock()
 
 	for _, n := range added {
@@ -421,11 +395,7 @@ func (s *Supervisor) Update(ctx context.Context, programs []*config.Program) err
 			restart = append(restart, n)
 		}
 	}
-	select {
-	case <-s.closed:
-	default:
-		s.autostart(restart)
-	}
+	s.autostart(restart)
 	return nil
 }
 
@@ -443,11 +413,12 @@ func (s *Supervisor) program(name string) *program {
 	return s.progs[name]
 }
 
-// resolve checks names; none means all, in config order.
+// resolve checks names; none (or "all", unless a program has that name)
+// means all, in config order.
 func (s *Supervisor) resolve(names []string) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(names) == 0 {
+	if len(names) == 0 || (slices.Contains(names, "all") && s.progs["all"] == nil) {
 		return slices.Clone(s.order), nil
 	}
 	var errs []error

@@ -172,7 +172,9 @@ func superviseMain(pidFile string, fallback bool) int {
 		return 1
 	}
 	s.noPIDNS.Store(fallback)
-	if err := s.Run(context.Background()); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := s.Run(ctx); err != nil {
 		return 1
 	}
 	return 0

@@ -66,6 +66,17 @@ func (o *output) setFile(cfg config.ProgramLog) error {
 	return nil
 }
 
+// reopen closes and reopens the log file (after an external rotation).
+func (o *output) reopen() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.file == nil {
+		return nil
+	}
+	o.file.close()
+	return o.file.open()
+}
+
 func (o *output) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()

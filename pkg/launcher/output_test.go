@@ -69,6 +69,30 @@ func TestRotatingFileAppendsAcrossOpens(t *testing.T) {
 	}
 }
 
+func TestReopenLogs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.log")
+	p := prog("p", selfCmd("sleep"))
+	p.Log = config.ProgramLog{Path: path, MaxSize: 1 << 20, Keep: 1}
+	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	h.waitState("p", StateRunning, 10*time.Second)
+	if err := os.Rename(path, path+".old"); err != nil { // logrotate "create"
+		t.Fatal(err)
+	}
+	if err := h.s.ReopenLogs(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.Restart(ctxT(t, 10*time.Second), "p"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a line in the new file", func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.HasPrefix(string(b), "sleeping ")
+	})
+	if b, _ := os.ReadFile(path + ".old"); strings.Count(string(b), "\n") != 1 {
+		t.Errorf("old file = %q, want the first run's line only", b)
+	}
+}
+
 func TestLongLinesAreSplitNotLost(t *testing.T) {
 	o := newOutput(hclog.NewNullLogger())
 	long := strings.Repeat("a", 40000)

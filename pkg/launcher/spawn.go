@@ -238,7 +238,9 @@ func (in *instance) launch(k *keeperProc) (info exitInfo, launched bool) {
 	return exitInfo{}, true
 }
 
-// prepare builds the program's environment and credentials.
+// prepare builds the program's environment and credentials: glmctl's
+// environment, then the user's HOME/USER/LOGNAME, CUDA_VISIBLE_DEVICES from
+// gpus, then env (the pre-start hook's env is added last).
 func (in *instance) prepare() ([]string, *syscall.Credential, error) {
 	env := os.Environ()
 	var cred *syscall.Credential
@@ -265,6 +267,13 @@ func (in *instance) prepare() ([]string, *syscall.Credential, error) {
 			}
 		}
 		env = append(env, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username)
+	}
+	if len(in.cfg.GPUs) > 0 {
+		ids := make([]string, len(in.cfg.GPUs))
+		for i, g := range in.cfg.GPUs {
+			ids[i] = strconv.Itoa(g)
+		}
+		env = append(env, "CUDA_VISIBLE_DEVICES="+strings.Join(ids, ","))
 	}
 	for k, v := range in.cfg.Env {
 		env = append(env, k+"="+v)
@@ -338,7 +347,8 @@ func (in *instance) startKeeper() (*keeperProc, error) {
 	}
 	newCmd := func(ns bool) *exec.Cmd {
 		c := &exec.Cmd{
-			Path:       s.exe,
+			// The running binary itself, even if an upgrade replaced the file.
+			Path:       "/proc/self/exe",
 			Args:       []string{s.exe, "keeper", in.cfg.Name},
 			Env:        kenv,
 			Stdout:     outW,
@@ -412,7 +422,8 @@ func (in *instance) nsModeNow() bool {
 }
 
 // hostPID finds the program's PID as glmctl sees it: the keeper's only child
-// right after the start. Falls back to the keeper's PID.
+// right after the start (from /proc/PID/task/*/children, else by a /proc
+// scan). Falls back to the keeper's PID.
 func (in *instance) hostPID() int {
 	in.mu.Lock()
 	kp := in.keeper.Pid
@@ -426,6 +437,14 @@ func (in *instance) hostPID() int {
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			if n, err := strconv.Atoi(f[0]); err == nil {
 				return n
+			}
+		}
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			if ppid, _, ok := procStat(pid); ok && ppid == kp {
+				return pid
 			}
 		}
 	}

@@ -175,7 +175,13 @@ func (p *program) loop() {
 		if p.quitting && p.cur == nil {
 			p.stopBackoff()
 			for _, in := range p.retired {
-				<-in.done
+				for waiting := true; waiting; {
+					select {
+					case <-in.done:
+						waiting = false
+					case <-p.events: // stale now; keeps the sender from blocking
+					}
+				}
 			}
 			return
 		}

@@ -7,8 +7,11 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/glmctl/glmctl/pkg/config"
 )
@@ -402,9 +405,13 @@ func TestProcessTreeDiesOnStopAndRestart(t *testing.T) {
 	}
 }
 
-func TestNothingSurvivesKill9(t *testing.T) {
-	for _, mode := range []string{"pidns", "fallback"} {
-		t.Run(mode, func(t *testing.T) {
+func TestNothingSurvivesSupervisorDeath(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		sig  syscall.Signal
+	}{{"pidns", syscall.SIGKILL}, {"fallback", syscall.SIGKILL}, {"pidns", syscall.SIGTERM}} {
+		mode := tc.mode
+		t.Run(mode+"/"+unix.SignalName(tc.sig), func(t *testing.T) {
 			pidFile := filepath.Join(t.TempDir(), "pids")
 			cmd := execSelf("supervise", pidFile, mode)
 			if err := cmd.Start(); err != nil {
@@ -413,10 +420,13 @@ func TestNothingSurvivesKill9(t *testing.T) {
 			waitFor(t, 10*time.Second, "5 pids", func() bool { return countPIDs(t, pidFile) >= 5 })
 			tree := descendants(cmd.Process.Pid) // keepers and the whole program
 			assertAlive(t, tree, 5)
-			if err := cmd.Process.Kill(); err != nil {
+			if err := cmd.Process.Signal(tc.sig); err != nil {
 				t.Fatal(err)
 			}
-			_ = cmd.Wait()
+			err := cmd.Wait()
+			if tc.sig == syscall.SIGTERM && err != nil {
+				t.Errorf("supervisor after SIGTERM: %v, want a clean exit", err)
+			}
 			waitFor(t, 5*time.Second, "every descendant gone", func() bool { return noneAlive(tree) })
 		})
 	}
@@ -460,9 +470,10 @@ func TestMissingExecutableAndBadUser(t *testing.T) {
 
 func TestEnvDirectoryUser(t *testing.T) {
 	dir := t.TempDir()
-	script := `echo cwd=$(pwd); echo uid=$(id -u); echo FOO=$FOO; echo PRE=$PRE; echo HOME=$HOME; sleep 60`
+	script := `echo cwd=$(pwd); echo uid=$(id -u); echo FOO=$FOO; echo PRE=$PRE; echo HOME=$HOME; echo GPUS=$CUDA_VISIBLE_DEVICES; sleep 60`
 	root := prog("root", []string{"/bin/sh", "-c", script})
 	root.Directory = dir
+	root.GPUs = []int{0, 2}
 	root.Env = map[string]string{"FOO": "bar"}
 	progs := []*config.Program{root}
 	nobody, err := user.Lookup("nobody")
@@ -481,7 +492,7 @@ func TestEnvDirectoryUser(t *testing.T) {
 		t.Helper()
 		waitFor(t, 10*time.Second, name+" output", func() bool {
 			l, _ := h.s.Tail(name, 0)
-			return len(l) >= 5
+			return len(l) >= 6
 		})
 		got, _ := h.s.Tail(name, 0)
 		for i, w := range want {
@@ -490,9 +501,9 @@ func TestEnvDirectoryUser(t *testing.T) {
 			}
 		}
 	}
-	check("root", "cwd="+dir, "uid=0", "FOO=bar", "PRE=from-prestart-root")
+	check("root", "cwd="+dir, "uid=0", "FOO=bar", "PRE=from-prestart-root", "HOME="+os.Getenv("HOME"), "GPUS=0,2")
 	if nobody != nil {
-		check("user", "cwd=/", "uid="+nobody.Uid, "FOO=", "PRE=from-prestart-user", "HOME="+nobody.HomeDir)
+		check("user", "cwd=/", "uid="+nobody.Uid, "FOO=", "PRE=from-prestart-user", "HOME="+nobody.HomeDir, "GPUS=")
 	}
 }
 
@@ -564,7 +575,7 @@ func TestUpdate(t *testing.T) {
 	if sta := h.status("a"); sta.PID != pa || sta.State != StateRunning {
 		t.Errorf("unchanged a was touched: %+v (pid was %d)", sta, pa)
 	}
-	all, _ := h.s.Status()
+	all, _ := h.s.Status("all")
 	var names []string
 	for _, s := range all {
 		names = append(names, s.Name)

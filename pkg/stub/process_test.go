@@ -42,6 +42,17 @@ type helper struct {
 	addr   string
 	log    *lockedBuffer
 	waited chan error
+	read   chan struct{} // closed when stderr reached EOF
+}
+
+// logs returns the helper's stderr, complete once every writer has closed
+// it (waits up to 2 s for that).
+func (h *helper) logs() string {
+	select {
+	case <-h.read:
+	case <-time.After(2 * time.Second):
+	}
+	return h.log.String()
 }
 
 var servingLine = regexp.MustCompile(`serving: .*addr=(\S+)`)
@@ -52,16 +63,25 @@ func mustStartHelper(tb testing.TB, kind string, env []string, args ...string) *
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), "STUB_TEST_HELPER="+kind), env...)
-	stderr, err := cmd.StderrPipe()
+	// Our own pipe, so Wait does not wait for its end: children that
+	// outlive the helper (orphans) keep the write end open.
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stderr = w
+	err = cmd.Start()
+	_ = w.Close()
+	if err != nil {
+		_ = stderr.Close()
 		tb.Fatal(err)
 	}
-	h := &helper{cmd: cmd, log: &lockedBuffer{}, waited: make(chan error, 1)}
+	h := &helper{cmd: cmd, log: &lockedBuffer{}, waited: make(chan error, 1), read: make(chan struct{})}
+	go func() { h.waited <- cmd.Wait() }()
 	found := make(chan string, 1)
 	go func() {
+		defer close(h.read)
+		defer stderr.Close()
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
@@ -74,7 +94,6 @@ func mustStartHelper(tb testing.TB, kind string, env []string, args ...string) *
 			}
 		}
 		_, _ = io.Copy(h.log, stderr)
-		h.waited <- cmd.Wait()
 	}()
 	tb.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -139,8 +158,8 @@ func TestProcessSIGTERM(t *testing.T) {
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left after SIGTERM: %v", err)
 	}
-	if strings.Contains(h.log.String(), key) {
-		t.Errorf("API key in the log:\n%s", h.log.String())
+	if logs := h.logs(); strings.Contains(logs, key) {
+		t.Errorf("API key in the log:\n%s", logs)
 	}
 }
 
@@ -209,7 +228,7 @@ func TestProcessWebUIKeyFromEnv(t *testing.T) {
 	if code := h.wait(t, 10*time.Second); code != 0 {
 		t.Errorf("exit code %d", code)
 	}
-	if strings.Contains(h.log.String(), key) {
-		t.Errorf("API key in the log:\n%s", h.log.String())
+	if logs := h.logs(); strings.Contains(logs, key) {
+		t.Errorf("API key in the log:\n%s", logs)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -117,6 +118,7 @@ type VLLM struct {
 	handler http.Handler
 	bound   chan struct{}
 	ready   chan struct{}
+	started atomic.Bool
 
 	mu       sync.Mutex
 	addr     net.Addr
@@ -194,6 +196,9 @@ func (v *VLLM) Stats() Stats {
 // until ctx ends (graceful stop, nil) or ExitAfter elapses (abrupt stop,
 // *ExitError).
 func (v *VLLM) Run(ctx context.Context) error {
+	if v.started.Swap(true) {
+		return errors.New("stand-in vllm: Run called twice")
+	}
 	v.event("start")
 	var crash <-chan time.Time
 	if v.opts.ExitAfter > 0 {
@@ -270,6 +275,7 @@ func (v *VLLM) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           v.handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          v.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	served := make(chan error, 1)

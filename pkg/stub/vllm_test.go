@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -495,4 +496,30 @@ func TestTiming(t *testing.T) {
 	if want := ttft + 4*itl; total < want {
 		t.Errorf("stream took %s, want at least %s", total, want)
 	}
+}
+
+// BenchmarkChat measures the stand-in's own cost per non-streamed chat over
+// loopback HTTP, so guard benchmarks can tell it is not their bottleneck.
+func BenchmarkChat(b *testing.B) {
+	v := mustStartVLLM(b, VLLMOptions{})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	url := rootURL(v) + "/v1/chat/completions"
+	const body = `{"model":"glm-4.7-flash","messages":[{"role":"user","content":"Hello there"}],"max_tokens":16}`
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Post(url, "application/json", strings.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -61,6 +62,7 @@ type WebUI struct {
 	client  *http.Client
 	handler http.Handler
 	ready   chan struct{}
+	started atomic.Bool
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -116,6 +118,9 @@ func (u *WebUI) Addr() net.Addr {
 
 // Run serves until ctx ends, then stops gracefully.
 func (u *WebUI) Run(ctx context.Context) error {
+	if u.started.Swap(true) {
+		return errors.New("stand-in web UI: Run called twice")
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", u.opts.Listen)
 	if err != nil {
@@ -127,6 +132,7 @@ func (u *WebUI) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           u.handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          u.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	served := make(chan error, 1)
