@@ -35,7 +35,7 @@ systemd-verify: build ## systemd-analyze verify on the unit (with this build as 
 
 bench: build ## benchmarks: Go benchmarks and the supervisord comparison
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./pkg/...
-	@if [ -x bench/supervisord/run.sh ]; then bench/supervisord/run.sh; fi
+	GLMCTL=$(CURDIR)/$(BIN)/glmctl bench/supervisord/bench.sh
 
 install: build ## install the binary and the systemd unit (root)
 	install -m 0755 $(BIN)/glmctl /usr/local/bin/glmctl

@@ -80,6 +80,7 @@ func newApp() *cli.App {
 			logsCommand(),
 			reloadCommand(),
 			checkCommand(),
+			keysCommand(),
 			auditCommand(),
 			gpuCommand(),
 			versionCommand(),

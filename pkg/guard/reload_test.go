@@ -178,3 +178,30 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatalf("good %d, bad %d", good.Load(), bad.Load())
 	}
 }
+
+// TestReloadNotStarvedByBusyDirectory: a file written without pause in the
+// same directory neither triggers reloads nor delays one.
+func TestReloadNotStarvedByBusyDirectory(t *testing.T) {
+	h := newHarness(t)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		noisy := filepath.Join(h.dir, "busy.log")
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = os.WriteFile(noisy, []byte(time.Now().String()), 0o600)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	replaceFile(t, h.keysPath, `{"api_keys": {"user2": "`+keyUser2+`"}}`)
+	waitFor(t, 2*time.Second, "revocation despite a busy directory", func() bool {
+		resp, _ := h.do(t, "GET", "/v1/models", keyUser1, nil)
+		return resp.StatusCode == 401
+	})
+}

@@ -14,15 +14,8 @@ import (
 	"github.com/glmctl/glmctl/pkg/config"
 )
 
-// raw sends a hand-written HTTP request and returns the status line's code
-// and the whole response.
-func (h *harness) raw(t *testing.T, req string) (int, string) {
-	t.Helper()
-	code, body, _ := h.rawResp(t, req)
-	return code, body
-}
-
-// rawResp is raw plus the response headers.
+// rawResp sends a hand-written HTTP request and returns the status, body
+// and headers of the response.
 func (h *harness) rawResp(t *testing.T, req string) (int, string, http.Header) {
 	t.Helper()
 	c, err := net.Dial("tcp", h.g.Addr().String())

@@ -131,7 +131,12 @@ func runKeeper() int {
 	}()
 
 	ev := k.supervise(sigs, cmds)
+	// Everything of the program is dead and reaped: close our ends of its
+	// pipes, so that the supervisor has all output, then report.
+	os.Stdout.Close()
+	os.Stderr.Close()
 	k.send(ev)
+	k.status.Close()
 	return 0
 }
 

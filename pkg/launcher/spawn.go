@@ -103,30 +103,38 @@ func newInstance(p *program, cfg *config.Program) *instance {
 
 // run forks the keeper, waits for the go-ahead (a spare keeper waits here
 // until the program next needs one), performs the pre-start hook, hands the
-// keeper its spec and supervises it until it is gone and its pipes are
-// drained; it then reports evExited.
+// keeper its spec and supervises it. It reports evExited as soon as the
+// program is over and its output drained (the keeper reports the exit after
+// it has killed and reaped every process of the program, so nothing of it is
+// left), then waits for the keeper itself to be reaped.
 func (in *instance) run() {
 	defer close(in.done)
-	info := in.runKeeper()
-	in.cancel()
-	in.p.send(event{kind: evExited, in: in, exit: info})
-}
-
-func (in *instance) runKeeper() exitInfo {
-	s := in.p.sup
 	// Pdeathsig fires when the thread that forked the keeper exits
 	// (golang/go#27505), so that thread stays locked to this goroutine until
 	// the keeper is reaped.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	info, reaped := in.runKeeper()
+	in.cancel()
+	in.p.send(event{kind: evExited, in: in, exit: info})
+	if reaped != nil {
+		<-reaped
+	}
+}
 
+// runKeeper runs one keeper until the program is over; reaped (nil when no
+// keeper was started) is closed once the keeper process is reaped.
+func (in *instance) runKeeper() (exitInfo, <-chan struct{}) {
+	s := in.p.sup
 	k, err := in.startKeeper()
 	if err != nil {
-		return exitInfo{code: -1, err: fmt.Errorf("start keeper: %w", err), fatal: true}
+		return exitInfo{code: -1, err: fmt.Errorf("start keeper: %w", err), fatal: true}, nil
 	}
 	var (
 		readers sync.WaitGroup
 		last    keeperEvent
+		ws      *os.ProcessState
+		werr    error
 	)
 	readers.Add(3)
 	go func() { defer readers.Done(); in.p.out.read(k.stdout, "stdout") }()
@@ -134,6 +142,11 @@ func (in *instance) runKeeper() exitInfo {
 	go func() {
 		defer readers.Done()
 		last = in.readStatus(k.status)
+	}()
+	reaped := make(chan struct{})
+	go func() {
+		ws, werr = k.cmd.Process.Wait()
+		close(reaped)
 	}()
 
 	select {
@@ -145,18 +158,22 @@ func (in *instance) runKeeper() exitInfo {
 		k.ctl.Close() // the keeper exits when its control pipe closes before a spec
 	}
 
-	ws, werr := k.cmd.Process.Wait()
+	// The keeper closes its ends of all pipes once the program is over.
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
 	select {
 	case <-drained:
-	case <-time.After(s.outputGrace):
-		// Only possible without a PID namespace: an escaped process still
-		// holds the pipes. Stop reading rather than hang.
-		k.stdout.Close()
-		k.stderr.Close()
-		k.status.Close()
-		<-drained
+	case <-reaped:
+		select {
+		case <-drained:
+		case <-time.After(s.outputGrace):
+			// Only possible without a PID namespace: an escaped process still
+			// holds the pipes. Stop reading rather than hang.
+			k.stdout.Close()
+			k.stderr.Close()
+			k.status.Close()
+			<-drained
+		}
 	}
 	in.mu.Lock()
 	in.ctl = nil
@@ -166,29 +183,30 @@ func (in *instance) runKeeper() exitInfo {
 	k.stderr.Close()
 	k.status.Close()
 	if !launched {
-		return early
+		return early, reaped
 	}
 
 	switch last.Kind {
 	case "exit":
 		if last.Signal != 0 {
-			return exitInfo{code: -1, signal: syscall.Signal(last.Signal)}
+			return exitInfo{code: -1, signal: syscall.Signal(last.Signal)}, reaped
 		}
-		return exitInfo{code: last.Code}
+		return exitInfo{code: last.Code}, reaped
 	case "execerr":
-		return exitInfo{code: -1, err: errors.New(last.Err), fatal: true}
+		return exitInfo{code: -1, err: errors.New(last.Err), fatal: true}, reaped
 	}
 	// The keeper died without reporting: it was SIGKILLed (stop escalation),
 	// and the program with it.
+	<-reaped
 	if werr == nil {
 		if st, ok := ws.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-			return exitInfo{code: -1, signal: st.Signal()}
+			return exitInfo{code: -1, signal: st.Signal()}, reaped
 		}
 		if ws.ExitCode() == 0 {
-			return exitInfo{code: -1, signal: syscall.SIGKILL}
+			return exitInfo{code: -1, signal: syscall.SIGKILL}, reaped
 		}
 	}
-	return exitInfo{code: -1, err: fmt.Errorf("keeper failed: %v", ws), fatal: false}
+	return exitInfo{code: -1, err: fmt.Errorf("keeper failed: %v", ws)}, reaped
 }
 
 // launch runs the pre-start hook and sends the keeper its spec. When it

@@ -95,7 +95,7 @@ type program struct {
 	cfg         *config.Program
 	cur         *instance
 	spare       *instance   // a keeper forked ahead of need, waiting for its go-ahead
-	retired     []*instance // discarded spares, perhaps still exiting
+	retired     []*instance // ended runs and discarded spares, perhaps still exiting
 	want        bool        // should be running
 	startAfter  bool        // start again once the current stop completes
 	quitting    bool
@@ -293,6 +293,12 @@ func (p *program) dropSpare() {
 // retire cancels an unused keeper; the loop waits for it before it ends.
 func (p *program) retire(in *instance) {
 	in.cancel()
+	p.track(in)
+}
+
+// track remembers an instance whose keeper may still be exiting; the loop
+// waits for them all before it ends.
+func (p *program) track(in *instance) {
 	kept := p.retired[:0]
 	for _, r := range p.retired {
 		select {
@@ -422,6 +428,7 @@ func (p *program) onProbe(in *instance, r probeResult) {
 // onExit decides what follows the end of a run.
 func (p *program) onExit(in *instance, info exitInfo) {
 	p.cur = nil
+	p.track(in) // its keeper may take a moment more to be reaped
 	if in.stopTimer != nil {
 		in.stopTimer.Stop()
 	}

@@ -1,0 +1,329 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/glmctl/glmctl/pkg/keys"
+)
+
+// keysCommand is `glmctl keys new|list|revoke|rotate|hash`. Every write is a
+// locked read-modify-write of the keys file (keys.Update): atomic, mode and
+// owner kept, never a file that would not parse. Secrets are printed once,
+// alone on the first line of stdout, and never logged.
+func keysCommand() *cli.Command {
+	fileFlag := &cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "keys `FILE` (default: the config's guard.keys_file)"}
+	return &cli.Command{
+		Name:  "keys",
+		Usage: "create, list, revoke, rotate and hash API keys",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "new",
+				Usage:     "create a key; it is printed once, alone on the first line of stdout",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					fileFlag,
+					&cli.StringFlag{Name: "role", Value: keys.RoleUser, Usage: "`ROLE`: user or admin"},
+					&cli.StringFlag{Name: "models", Usage: "comma-separated `MODELS` the key may use (default: all)"},
+					&cli.StringFlag{Name: "expires", Usage: "expiry as a duration from now (`DUR`: 90m, 720h, 30d) or a date (2027-01-01, RFC 3339)"},
+				},
+				Action: keysNew,
+			},
+			{
+				Name:   "list",
+				Usage:  "list keys: name, role, models, created, expires, state (never a secret)",
+				Flags:  []cli.Flag{fileFlag, &cli.BoolFlag{Name: "json", Usage: "print a JSON array"}},
+				Action: keysList,
+			},
+			{
+				Name:      "revoke",
+				Usage:     "disable a key (kept in the file as disabled, so audit records naming it keep their meaning)",
+				ArgsUsage: "NAME",
+				Flags:     []cli.Flag{fileFlag},
+				Action:    keysRevoke,
+			},
+			{
+				Name:      "rotate",
+				Usage:     "give a key a new secret, printed once; the old one works until the grace period ends",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					fileFlag,
+					&cli.StringFlag{Name: "grace", Value: "24h", Usage: "how long the old key keeps working (`DUR`; 0 ends it now)"},
+				},
+				Action: keysRotate,
+			},
+			{
+				Name:   "hash",
+				Usage:  "replace every clear-text key in the file by its SHA-256, in place",
+				Flags:  []cli.Flag{fileFlag},
+				Action: keysHash,
+			},
+		},
+	}
+}
+
+// keysFile returns the keys file to work on: --file, else the config's
+// guard.keys_file.
+func keysFile(c *cli.Context) (string, error) {
+	if f := c.String("file"); f != "" {
+		return f, nil
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return "", err
+	}
+	if cfg.Guard == nil || cfg.Guard.KeysFile == "" {
+		path, _ := configSource(c)
+		return "", exit(2, fmt.Errorf("%s has no guard.keys_file\nTry: glmctl keys … --file FILE", path))
+	}
+	return cfg.Guard.KeysFile, nil
+}
+
+// oneName returns the single NAME argument.
+func oneName(c *cli.Context) (string, error) {
+	if c.NArg() != 1 || strings.TrimSpace(c.Args().First()) == "" {
+		return "", exit(2, fmt.Errorf("keys %s takes one NAME (see --help)", c.Command.Name))
+	}
+	return c.Args().First(), nil
+}
+
+func keysNew(c *cli.Context) error {
+	name, err := oneName(c)
+	if err != nil {
+		return err
+	}
+	role := c.String("role")
+	if role != keys.RoleUser && role != keys.RoleAdmin {
+		return exit(2, fmt.Errorf("--role %q: use user or admin", role))
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	var expires time.Time
+	if s := c.String("expires"); s != "" {
+		if expires, err = parseExpiry(s, now); err != nil {
+			return exit(2, err)
+		}
+	}
+	var models []string
+	for _, m := range strings.Split(c.String("models"), ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			models = append(models, m)
+		}
+	}
+	path, err := keysFile(c)
+	if err != nil {
+		return err
+	}
+	secret, err := keys.NewSecret()
+	if err != nil {
+		return err
+	}
+	err = keys.Update(path, true, func(f *keys.File) error {
+		return f.Add(&keys.Entry{Name: name, SHA256: keys.Hash(secret), Role: role, Models: models, Created: now, Expires: expires})
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(c.App.Writer, secret)
+	fmt.Fprintf(c.App.ErrWriter, "key %q (%s) added to %s; it is shown only this once\n", name, role, path)
+	return nil
+}
+
+// parseExpiry reads --expires: a Go duration, a number of days ("30d"), a
+// date (2006-01-02, midnight UTC) or an RFC 3339 time.
+func parseExpiry(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(d), nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days > 0 {
+			return now.AddDate(0, 0, days), nil
+		}
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			if !t.After(now) {
+				return time.Time{}, fmt.Errorf("--expires %q is in the past", s)
+			}
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--expires %q: give a duration (90m, 720h, 30d) or a date (2027-01-01, 2027-01-01T00:00:00Z)", s)
+}
+
+// keyInfo is one line of `keys list --json`; it never holds a secret.
+type keyInfo struct {
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	Models    []string   `json:"models"`
+	Created   *time.Time `json:"created"`
+	Expires   *time.Time `json:"expires"`
+	Disabled  bool       `json:"disabled"`
+	ClearText bool       `json:"clear_text"`
+	Previous  int        `json:"previous"` // rotated-out secrets still valid
+}
+
+func keysList(c *cli.Context) error {
+	path, err := keysFile(c)
+	if err != nil {
+		return err
+	}
+	f, _, err := keys.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	infos := make([]keyInfo, 0, len(f.Entries))
+	for _, e := range f.Entries {
+		ki := keyInfo{Name: e.Name, Role: e.Role, Models: e.Models, Disabled: e.Disabled, ClearText: e.Clear != ""}
+		if ki.Models == nil {
+			ki.Models = []string{}
+		}
+		if !e.Created.IsZero() {
+			t := e.Created
+			ki.Created = &t
+		}
+		if !e.Expires.IsZero() {
+			t := e.Expires
+			ki.Expires = &t
+		}
+		for _, p := range e.Previous {
+			if now.Before(p.Until) {
+				ki.Previous++
+			}
+		}
+		infos = append(infos, ki)
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(infos)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tMODELS\tCREATED\tEXPIRES\tSTATE")
+	day := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	for _, ki := range infos {
+		models := "all"
+		if len(ki.Models) > 0 {
+			models = strings.Join(ki.Models, ",")
+		}
+		state := "active"
+		switch {
+		case ki.ClearText:
+			state = "clear text — run glmctl keys hash"
+		case ki.Disabled:
+			state = "disabled"
+		case ki.Expires != nil && !now.Before(*ki.Expires):
+			state = "expired"
+		}
+		if ki.Previous > 0 {
+			state += fmt.Sprintf(" (+%d rotated, in grace)", ki.Previous)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ki.Name, ki.Role, models, day(ki.Created), day(ki.Expires), state)
+	}
+	return tw.Flush()
+}
+
+func keysRevoke(c *cli.Context) error {
+	name, err := oneName(c)
+	if err != nil {
+		return err
+	}
+	path, err := keysFile(c)
+	if err != nil {
+		return err
+	}
+	var was bool
+	err = keys.Update(path, false, func(f *keys.File) error {
+		was, err = f.Revoke(name)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if was {
+		fmt.Fprintf(c.App.ErrWriter, "key %q revoked (disabled) in %s\n", name, path)
+	} else {
+		fmt.Fprintf(c.App.ErrWriter, "key %q was already disabled in %s\n", name, path)
+	}
+	return nil
+}
+
+func keysRotate(c *cli.Context) error {
+	name, err := oneName(c)
+	if err != nil {
+		return err
+	}
+	grace, err := time.ParseDuration(c.String("grace"))
+	if err != nil || grace < 0 {
+		return exit(2, fmt.Errorf("--grace %q: give a duration such as 24h or 30m (0 ends the old key now)", c.String("grace")))
+	}
+	path, err := keysFile(c)
+	if err != nil {
+		return err
+	}
+	secret, err := keys.NewSecret()
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	var until time.Time
+	if grace > 0 {
+		until = now.Add(grace)
+	}
+	err = keys.Update(path, false, func(f *keys.File) error {
+		if e := f.Entry(name); e != nil && e.Disabled {
+			return fmt.Errorf("rotate key %q: it is revoked; create a new key with glmctl keys new", name)
+		}
+		return f.Rotate(name, secret, until, now)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(c.App.Writer, secret)
+	if until.IsZero() {
+		fmt.Fprintf(c.App.ErrWriter, "key %q rotated in %s; the old key no longer works; the new one is shown only this once\n", name, path)
+	} else {
+		fmt.Fprintf(c.App.ErrWriter, "key %q rotated in %s; the old key works until %s; the new one is shown only this once\n", name, path, until.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func keysHash(c *cli.Context) error {
+	path, err := keysFile(c)
+	if err != nil {
+		return err
+	}
+	var names []string
+	err = keys.Update(path, false, func(f *keys.File) error {
+		names = f.HashClear()
+		if len(names) == 0 {
+			return errNothingToHash
+		}
+		return nil
+	})
+	if errors.Is(err, errNothingToHash) {
+		fmt.Fprintf(c.App.ErrWriter, "%s holds no clear-text key\n", path)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.ErrWriter, "%s: %d clear-text key(s) replaced by their sha256: %s\n", path, len(names), strings.Join(names, ", "))
+	return nil
+}
+
+// errNothingToHash stops keys.Update from rewriting an unchanged file.
+var errNothingToHash = errors.New("nothing to hash")

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/glmctl/glmctl/pkg/keys"
+)
+
+var secretRE = regexp.MustCompile(`^sk-[A-Za-z0-9]{43}$`)
+
+// tutorialKeys copies the tutorial's keys file (clear text, no indentation)
+// into a temporary directory with mode 0600.
+func tutorialKeys(t *testing.T) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "..", "testdata", "tutorial", "api_keys.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "api_keys.json")
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func readKeys(t *testing.T, path string) *keys.File {
+	t.Helper()
+	f, _, err := keys.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestKeysLifecycle(t *testing.T) {
+	path := tutorialKeys(t)
+
+	// new: flags after the name; the key alone on the first line of stdout.
+	r := glmctl(t, "keys", "new", "bob", "--role", "admin", "--models", "glm-4.7-flash,other", "--expires", "30d", "--file", path)
+	if r.code != 0 {
+		t.Fatalf("keys new: exit %d %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if len(lines) != 1 || !secretRE.MatchString(lines[0]) {
+		t.Fatalf("keys new stdout %q: want one line sk- + 43 base62", r.stdout)
+	}
+	bob := lines[0]
+	raw, _ := os.ReadFile(path)
+	if strings.Contains(string(raw), bob) || strings.Contains(r.stderr, bob) {
+		t.Fatal("the new secret is in the file or on stderr")
+	}
+	f := readKeys(t, path)
+	e := f.Entry("bob")
+	if e == nil || e.SHA256 != keys.Hash(bob) || e.Role != "admin" || len(e.Models) != 2 || e.Created.IsZero() || e.Expires.IsZero() {
+		t.Fatalf("bob entry %+v", e)
+	}
+	if f.Entry("user1").Clear != "sk-abc123def456ghi789jkl012mno345pqr" {
+		t.Error("an untouched clear-text entry was changed")
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", st.Mode().Perm())
+	}
+	if r := glmctl(t, "keys", "new", "bob", "--file", path); r.code == 0 || !strings.Contains(r.stderr, "exists") {
+		t.Errorf("duplicate name: exit %d %q", r.code, r.stderr)
+	}
+	if r := glmctl(t, "keys", "new", "eve", "--role", "root", "--file", path); r.code != 2 {
+		t.Errorf("bad role: exit %d, want 2", r.code)
+	}
+
+	// list: every key, clear text flagged, never a secret.
+	r = glmctl(t, "keys", "list", "--file", path)
+	if r.code != 0 || !strings.Contains(r.stdout, "clear text — run glmctl keys hash") || !strings.Contains(r.stdout, "bob") {
+		t.Fatalf("keys list: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stdout, "sk-") {
+		t.Errorf("keys list shows a secret:\n%s", r.stdout)
+	}
+	r = glmctl(t, "keys", "list", "--json", "--file", path)
+	var infos []keyInfo
+	if err := json.Unmarshal([]byte(r.stdout), &infos); err != nil || len(infos) != 4 {
+		t.Fatalf("keys list --json: %v %q", err, r.stdout)
+	}
+	if !infos[0].ClearText || infos[3].Name != "bob" || infos[3].Role != "admin" || strings.Contains(r.stdout, "sk-") {
+		t.Errorf("keys list --json: %+v", infos)
+	}
+
+	// rotate: new secret printed; the old one kept in previous until the grace ends.
+	r = glmctl(t, "keys", "rotate", "bob", "--grace", "2h", "--file", path)
+	if r.code != 0 || !secretRE.MatchString(strings.TrimSpace(r.stdout)) {
+		t.Fatalf("keys rotate: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	bob2 := strings.TrimSpace(r.stdout)
+	e = readKeys(t, path).Entry("bob")
+	if e.SHA256 != keys.Hash(bob2) || len(e.Previous) != 1 || e.Previous[0].SHA256 != keys.Hash(bob) {
+		t.Fatalf("after rotate: %+v", e)
+	}
+	set := keys.NewSet(readKeys(t, path))
+	for _, s := range []string{bob, bob2} {
+		if _, err := set.Lookup(s, e.Created); err != nil {
+			t.Errorf("lookup after rotate: %v", err)
+		}
+	}
+	if _, err := set.Lookup(bob, e.Previous[0].Until); err == nil {
+		t.Error("the old key still works after the grace period")
+	}
+
+	// revoke: disabled, kept in the file; a clear-text one loses its secret.
+	if r := glmctl(t, "keys", "revoke", "user2", "--file", path); r.code != 0 {
+		t.Fatalf("revoke: exit %d %s", r.code, r.stderr)
+	}
+	f = readKeys(t, path)
+	if e := f.Entry("user2"); e == nil || !e.Disabled || e.Clear != "" {
+		t.Errorf("after revoke: %+v", e)
+	}
+	if _, err := keys.NewSet(f).Lookup("sk-678stu901vwx234yza567bcd890efg123", e.Created); err == nil {
+		t.Error("a revoked key still works")
+	}
+	if r := glmctl(t, "keys", "revoke", "nosuch", "--file", path); r.code != 1 || !strings.Contains(r.stderr, "nosuch") {
+		t.Errorf("revoke nosuch: exit %d %q", r.code, r.stderr)
+	}
+
+	// hash: every clear-text key hashed in place, still valid.
+	if r := glmctl(t, "keys", "hash", "--file", path); r.code != 0 || !strings.Contains(r.stderr, "user1") {
+		t.Fatalf("hash: exit %d %s", r.code, r.stderr)
+	}
+	raw, _ = os.ReadFile(path)
+	if strings.Contains(string(raw), "sk-") {
+		t.Errorf("clear text left after keys hash:\n%s", raw)
+	}
+	if k, err := keys.NewSet(readKeys(t, path)).Lookup("sk-abc123def456ghi789jkl012mno345pqr", e.Created); err != nil || k.Name != "user1" {
+		t.Errorf("user1 after hash: %v %v", k, err)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode after rewrites %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// TestKeysFileFromConfig: without --file the config's guard.keys_file is
+// used, -c after the command.
+func TestKeysFileFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	kf := filepath.Join(dir, "keys.json")
+	cfg := filepath.Join(dir, "glmctl.hcl")
+	src := fmt.Sprintf("guard {\n  upstream = \"http://127.0.0.1:1\"\n  keys_file = %q\n}\n", kf)
+	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := glmctl(t, "keys", "new", "ann", "-c", cfg); r.code != 0 {
+		t.Fatalf("keys new -c: exit %d %s", r.code, r.stderr)
+	}
+	if st, err := os.Stat(kf); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("new keys file: %v", err)
+	}
+	if readKeys(t, kf).Entry("ann") == nil {
+		t.Error("ann missing")
+	}
+	if err := os.WriteFile(cfg, []byte("log { level = \"info\" }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := glmctl(t, "keys", "list", "-c", cfg); r.code != 2 || !strings.Contains(r.stderr, "keys_file") {
+		t.Errorf("no keys_file: exit %d %q", r.code, r.stderr)
+	}
+}
+
+// TestKeysConcurrentWriters runs many `keys new` processes at once on one
+// file: the lock makes every one of them land.
+func TestKeysConcurrentWriters(t *testing.T) {
+	path := tutorialKeys(t)
+	const n = 24
+	var wg sync.WaitGroup
+	results := make([]result, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = glmctl(t, "keys", "new", fmt.Sprintf("k%02d", i), "--file", path)
+		}()
+	}
+	wg.Wait()
+	f := readKeys(t, path)
+	for i, r := range results {
+		name := fmt.Sprintf("k%02d", i)
+		if r.code != 0 {
+			t.Errorf("%s: exit %d %s", name, r.code, r.stderr)
+			continue
+		}
+		if e := f.Entry(name); e == nil || e.SHA256 != keys.Hash(strings.TrimSpace(r.stdout)) {
+			t.Errorf("%s lost: %+v", name, e)
+		}
+	}
+	if len(f.Entries) != n+3 {
+		t.Errorf("%d entries, want %d", len(f.Entries), n+3)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".api_keys.json.tmp-*"))
+	if len(leftovers) > 0 {
+		t.Errorf("temporary files left: %v", leftovers)
+	}
+}
+
+// TestKeysNeverWritesABrokenFile: a keys file that does not parse is left
+// alone and the problem is reported with its position.
+func TestKeysNeverWritesABrokenFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api_keys.json")
+	bad := "{\"api_keys\": {\"a\": 12}}\n"
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := glmctl(t, "keys", "new", "bob", "--file", path)
+	if r.code == 0 || !strings.Contains(r.stderr, "1:") {
+		t.Errorf("keys new on a broken file: exit %d %q", r.code, r.stderr)
+	}
+	if got, _ := os.ReadFile(path); string(got) != bad {
+		t.Errorf("broken file rewritten: %q", got)
+	}
+}
