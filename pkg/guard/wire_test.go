@@ -313,10 +313,10 @@ func TestNewRefusesBadSetups(t *testing.T) {
 func TestTutorialFilesLoad(t *testing.T) {
 	for _, f := range []string{"api_keys.json", "rate_limits.json"} {
 		if _, err := readTutorial(f); err != nil {
-			t.Skip("tutorial files not present")
+			t.Fatal(err)
 		}
 	}
-	cfg := &config.Guard{Upstream: "http://127.0.0.1:1", KeysFile: "/work/shared/tutorial/api_keys.json", LimitsFile: "/work/shared/tutorial/rate_limits.json"}
+	cfg := &config.Guard{Upstream: "http://127.0.0.1:1", KeysFile: "../../testdata/tutorial/api_keys.json", LimitsFile: "../../testdata/tutorial/rate_limits.json"}
 	g, err := New(cfg, Deps{})
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +330,7 @@ func TestTutorialFilesLoad(t *testing.T) {
 }
 
 func readTutorial(name string) ([]byte, error) {
-	b, err := readFile("/work/shared/tutorial/" + name)
+	b, err := readFile("../../testdata/tutorial/" + name)
 	if err != nil {
 		return nil, fmt.Errorf("tutorial: %w", err)
 	}

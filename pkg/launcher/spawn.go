@@ -81,11 +81,12 @@ type instance struct {
 	pendingSig syscall.Signal
 	killed     bool
 
-	pid     atomic.Int64  // the program's host PID
-	ready   atomic.Bool   // set by the loop once RUNNING: probes slow down
-	goAhead chan struct{} // closed when the program should start
-	done    chan struct{}
-	started time.Time // loop-owned
+	stopAsked atomic.Bool   // signal or kill was called
+	pid       atomic.Int64  // the program's host PID
+	ready     atomic.Bool   // set by the loop once RUNNING: probes slow down
+	goAhead   chan struct{} // closed when the program should start
+	done      chan struct{}
+	started   time.Time // loop-owned
 
 	// Owned by the loop.
 	readyAt     time.Time
@@ -115,6 +116,9 @@ func (in *instance) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	info, reaped := in.runKeeper()
+	if reaped != nil && in.stopAsked.Load() {
+		<-reaped // a stop is complete only when nothing is left, keeper included
+	}
 	in.cancel()
 	in.p.send(event{kind: evExited, in: in, exit: info})
 	if reaped != nil {
@@ -473,6 +477,7 @@ func (in *instance) hostPID() int {
 // runs, it cancels the start instead (and the signal is delivered if the
 // spawn was already under way).
 func (in *instance) signal(sig syscall.Signal) {
+	in.stopAsked.Store(true)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.ctl == nil {
@@ -487,6 +492,7 @@ func (in *instance) signal(sig syscall.Signal) {
 // makes the kernel kill every process in it. Without one, the keeper kills
 // them; if it has not finished within a few seconds it is killed too.
 func (in *instance) kill() {
+	in.stopAsked.Store(true)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.killed = true
