@@ -258,6 +258,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	cfg := d.config()
 	if d.opts.Reload != nil {
 		next, err := d.opts.Reload()
+		if d.guard != nil && cfg.Path != "" {
+			d.guard.RecordReload(cfg.Path, err == nil)
+		}
 		if err != nil {
 			d.adminRecord("reload", "config", err)
 			return err
