@@ -225,7 +225,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
-// handleSignals turns SIGHUP into a reload and SIGUSR1 into an audit reopen.
+// handleSignals turns SIGHUP into a reload and SIGUSR1 into a reopen of the
+// audit log and the programs' log files (logrotate create + postrotate).
 func (d *Daemon) handleSignals(ctx context.Context) error {
 	ch := make(chan os.Signal, 4)
 	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1)
@@ -241,8 +242,13 @@ func (d *Daemon) handleSignals(ctx context.Context) error {
 					d.logger.Error("reload rejected; the previous configuration stays in force", "error", err)
 				}
 			case syscall.SIGUSR1:
-				if err := d.AuditReopen(); err != nil {
-					d.logger.Error("audit reopen", "error", err)
+				if d.audit != nil {
+					if err := d.AuditReopen(); err != nil {
+						d.logger.Error("audit reopen", "error", err)
+					}
+				}
+				if err := d.sup.ReopenLogs(); err != nil {
+					d.logger.Error("program logs reopen", "error", err)
 				}
 			}
 		}

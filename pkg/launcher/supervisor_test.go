@@ -370,6 +370,23 @@ func TestStopKillsAfterTimeout(t *testing.T) {
 	if alive(pid) {
 		t.Errorf("pid %d still alive", pid)
 	}
+
+	// The same program stops at once with a stop_signal it does not ignore.
+	p2 := prog("p2", selfCmd("ignore-term"))
+	p2.StopSignal = "INT"
+	p2.StopTimeout = 5 * time.Second
+	h2 := startSupervisor(t, []*config.Program{p2}, nil, nil)
+	h2.waitState("p2", StateRunning, 10*time.Second)
+	t0 = time.Now()
+	if err := h2.s.Stop(ctxT(t, 10*time.Second), "p2"); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(t0); el > 2*time.Second {
+		t.Errorf("Stop with SIGINT took %s", el)
+	}
+	if st := h2.status("p2"); st.LastSignal != "SIGINT" {
+		t.Errorf("status = %+v, want killed by SIGINT", st)
+	}
 }
 
 func TestProcessTreeDiesOnStopAndRestart(t *testing.T) {
