@@ -349,3 +349,106 @@ func TestBadConfigExitCodes(t *testing.T) {
 		t.Errorf("version: exit %d %q", r.code, r.stdout)
 	}
 }
+
+// descendants lists every live (non-zombie) descendant of pid from /proc.
+func descendants(t *testing.T, pid int) []int {
+	t.Helper()
+	children := map[int][]int{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		var p int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &p); err != nil {
+			continue
+		}
+		ppid, state, ok := procStat(p)
+		if ok && state != "Z" {
+			children[ppid] = append(children[ppid], p)
+		}
+	}
+	var out []int
+	var walk func(int)
+	walk = func(p int) {
+		for _, c := range children[p] {
+			out = append(out, c)
+			walk(c)
+		}
+	}
+	walk(pid)
+	return out
+}
+
+// procStat reads a process's parent and state; zombies and vanished
+// processes count as gone.
+func procStat(pid int) (ppid int, state string, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, "", false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, "", false
+	}
+	var st string
+	if _, err := fmt.Sscanf(s[i+2:], "%s %d", &st, &ppid); err != nil {
+		return 0, "", false
+	}
+	return ppid, st, true
+}
+
+func alive(pid int) bool {
+	_, st, ok := procStat(pid)
+	return ok && st != "Z"
+}
+
+// TestKill9LeavesNoProcess: SIGKILL to `glmctl up` while a vLLM-like tree
+// (API server → EngineCore → two TP workers) runs leaves no process behind.
+func TestKill9LeavesNoProcess(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	cfg := filepath.Join(dir, "glmctl.hcl")
+	src := fmt.Sprintf(`control {
+  socket = "%[1]s/glmctl.sock"
+}
+program "vllm" {
+  command = [glmctl_bin, "stub", "vllm", "--listen", "127.0.0.1:%[2]d", "--workers", "2"]
+  health {
+    tcp      = "127.0.0.1:%[2]d"
+    interval = "200ms"
+    timeout  = "100ms"
+  }
+}
+`, dir, port)
+	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, cfg)
+	waitFor(t, "vllm RUNNING", 30*time.Second, func() bool { return glmctl(t, "status", "-c", cfg).code == 0 })
+	var tree []int
+	waitFor(t, "server, engine and two workers", 10*time.Second, func() bool {
+		tree = descendants(t, d.cmd.Process.Pid)
+		n := 0
+		for _, p := range tree {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); err == nil && strings.HasPrefix(string(b), "VLLM::") {
+				n++
+			}
+		}
+		return n == 3
+	})
+	t.Logf("glmctl pid %d, descendants %v", d.cmd.Process.Pid, tree)
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
+	waitFor(t, "every descendant gone", 10*time.Second, func() bool {
+		for _, p := range tree {
+			if alive(p) {
+				return false
+			}
+		}
+		return true
+	})
+}

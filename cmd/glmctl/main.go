@@ -81,6 +81,7 @@ func newApp() *cli.App {
 			reloadCommand(),
 			checkCommand(),
 			keysCommand(),
+			importCommand(),
 			auditCommand(),
 			gpuCommand(),
 			versionCommand(),

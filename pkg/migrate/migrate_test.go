@@ -122,7 +122,7 @@ func TestTutorialGolden(t *testing.T) {
 	}
 	set := keys.NewSet(res.Keys)
 	for secret, name := range map[string]string{
-		"sk-your-secure-api-key-here":         ImportedKeyName,
+		"sk-your-secure-api-key-here":          ImportedKeyName,
 		"sk-abc123def456ghi789jkl012mno345pqr": "user1",
 		"sk-678stu901vwx234yza567bcd890efg123": "user2",
 		"sk-456hij789klm012nop345qrs678tuv901": "admin",
