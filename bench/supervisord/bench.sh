@@ -144,6 +144,13 @@ program "vllm" {
   start_retries = 3
   stop_timeout  = "10s"
 
+  # Zero backoff: the target is crash-to-restart with zero backoff
+  # configured (supervisord restarts a program that was RUNNING at once too).
+  backoff {
+    initial = "0s"
+    max     = "1s"
+  }
+
   log {
     path = "$dir/vllm.log"
   }

@@ -92,7 +92,11 @@ func importSupervisor(c *cli.Context) error {
 	}
 	notes = append(notes, res.Notes...)
 	// The result must load, or nothing is written.
-	cfg, err := config.Parse(res.HCL, filepath.Base(out+"converted.hcl"))
+	name := out
+	if name == "" {
+		name = "converted.hcl"
+	}
+	cfg, err := config.Parse(res.HCL, name)
 	if err != nil {
 		return exit(1, fmt.Errorf("the converted config does not load (a bug in glmctl import; please report it):\n%w", err))
 	}

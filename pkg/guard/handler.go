@@ -40,6 +40,10 @@ type exchange struct {
 	ticket   Ticket
 	reason   string // limit or check that refused the request
 	errMsg   string
+	// route is the metrics' route label when it is not the routed path
+	// ("/health"); authFailure the auth failure reason, if any.
+	route       string
+	authFailure string
 
 	usageSeen        bool
 	promptTokens     int64
@@ -103,6 +107,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 	defer g.finish(rw, r, x)
 
 	if r.URL.Path == "/health" && r.URL.RawQuery == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		x.route = "/health"
 		g.health(rw)
 		return
 	}
@@ -116,6 +121,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 	// Authenticate.
 	secret, ok := bearer(r.Header.Get("Authorization"))
 	if !ok {
+		x.authFailure = authMissing
 		g.refuse(rw, x, http.StatusUnauthorized, typeInvalidRequest, codeInvalidKey, "auth",
 			"You didn't provide an API key. Send it in the Authorization header: Authorization: Bearer YOUR_KEY.")
 		return
@@ -123,11 +129,14 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 	key, err := g.keys.Load().Lookup(secret, time.Now())
 	if err != nil {
 		msg := fmt.Sprintf("Incorrect API key provided: %s.", keys.Mask(secret))
+		x.authFailure = authUnknown
 		switch {
 		case errors.Is(err, keys.ErrExpired):
 			msg = fmt.Sprintf("The API key %s has expired.", keys.Mask(secret))
+			x.authFailure = authExpired
 		case errors.Is(err, keys.ErrDisabled):
 			msg = fmt.Sprintf("The API key %s is disabled.", keys.Mask(secret))
+			x.authFailure = authDisabled
 		}
 		g.refuse(rw, x, http.StatusUnauthorized, typeInvalidRequest, codeInvalidKey, "auth", msg)
 		return
@@ -141,6 +150,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 		g.refuse(rw, x, http.StatusNotFound, typeInvalidRequest, codeNotFound, "route", "Unknown route "+p+".")
 		return
 	case rt.kind == routeDenied, rt.kind == routeAdmin && !key.IsAdmin():
+		x.authFailure = authForbiddenRoute
 		g.refuse(rw, x, http.StatusForbidden, typePermission, codeRouteDenied, "route", "This key may not use "+p+".")
 		return
 	case r.Method != rt.method:
@@ -173,6 +183,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 		x.model, x.stream, x.hideUsage = req.Model, req.Stream, req.hideUsage
 		reserve = req.reserve
 		if rt.kind == routeInference && !key.AllowsModel(req.Model) {
+			x.authFailure = authForbiddenModel
 			g.refuse(rw, x, http.StatusForbidden, typePermission, codeModelDenied, "model",
 				fmt.Sprintf("This key may not use the model %q.", req.Model))
 			return
@@ -525,7 +536,7 @@ func (g *Guard) finish(rw *recorder, r *http.Request, x *exchange) {
 		}
 	}
 	latency := time.Since(x.start)
-	g.m.done(status, x.reason, latency, x.promptTokens, x.completionTokens)
+	g.m.observe(x, status, latency, rw.firstByte)
 	if g.audit == nil {
 		return
 	}
