@@ -1,43 +1,269 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/pkg/guard"
+	"github.com/glmctl/glmctl/pkg/jsonc"
+	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/pkg/selfcheck"
 )
 
 func checkCommand() *cli.Command {
 	return &cli.Command{
-		Name:        "check",
-		Usage:       "validate the config (and the keys and limits files) offline",
-		Description: "Every problem is reported at once with file:line:col, warnings too. Exit: 0 ok, 1 problems.",
+		Name:  "check",
+		Usage: "validate the config, keys and limits files offline, or probe the running service (--live)",
+		Description: "Offline: every problem at once with file:line:col (❌), warnings too (⚠). Exit: 0 ok, 1 problems.\n" +
+			"--live: probes the running guard (auth, a real completion, a 429 on a temporary rpm-1 key, audit,\n" +
+			"/metrics, the upstream's exposure); one ✅/❌/⚠ line per check. Exit: 0 all passed, 1 some failed.",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "live", Usage: "probe the running service"},
+			&cli.StringFlag{Name: "url", Usage: "the guard's root `URL`, without /v1 (default: from guard.listen)"},
+			&cli.StringFlag{Name: "key", EnvVars: []string{"GLMCTL_KEY"}, Usage: "a working API `KEY` (default $GLMCTL_KEY)"},
+			&cli.BoolFlag{Name: "json", Usage: "with --live: print the results as JSON"},
+			&cli.StringFlag{Name: "logrotate-dir", Value: "/etc/logrotate.d", Usage: "logrotate `DIR` checked for copytruncate on the audit log (and /etc/logrotate.conf)"},
+		},
 		Action: func(c *cli.Context) error {
-			path, _ := configSource(c)
-			w := c.App.Writer
-			cfg, err := loadConfig(c)
-			if err != nil {
-				var probs config.Problems
-				if errors.As(err, &probs) {
-					for _, p := range probs {
-						fmt.Fprintf(w, "❌ %s\n", p.Error())
-					}
-					return exit(1, fmt.Errorf("%s: %d problem(s)", path, len(probs)))
-				}
-				return exit(1, err)
+			if c.Bool("live") {
+				return checkLive(c)
 			}
-			fmt.Fprintf(w, "✅ %s: valid (%d programs)\n", path, len(cfg.Programs))
-			printWarnings(w, cfg.Warnings)
-			return nil
+			return checkOffline(c)
 		},
 	}
+}
+
+// checkOffline validates the config, then the keys and limits files it
+// names, and warns about setups that work but are unsafe.
+func checkOffline(c *cli.Context) error {
+	path, _ := configSource(c)
+	w := c.App.Writer
+	cfg, err := loadConfig(c)
+	if err != nil {
+		var probs config.Problems
+		if errors.As(err, &probs) {
+			for _, p := range probs {
+				fmt.Fprintf(w, "❌ %s\n", p.Error())
+			}
+			return exit(1, fmt.Errorf("%s: %d problem(s)", path, len(probs)))
+		}
+		return exit(1, err)
+	}
+	fmt.Fprintf(w, "✅ %s: valid (%d programs)\n", path, len(cfg.Programs))
+	printWarnings(w, cfg.Warnings)
+	problems := 0
+	bad := func(format string, args ...any) {
+		problems++
+		fmt.Fprintf(w, "❌ "+format+"\n", args...)
+	}
+	warn := func(format string, args ...any) { fmt.Fprintf(w, "⚠ "+format+"\n", args...) }
+	if g := cfg.Guard; g != nil {
+		checkKeysFile(g.KeysFile, bad, warn, w)
+		if g.LimitsFile != "" {
+			checkLimitsFile(g.LimitsFile, bad, warn, w)
+		}
+		checkExposure(cfg, warn)
+	}
+	if a := cfg.Audit; a != nil {
+		checkAuditRoom(a, warn)
+		for _, d := range []string{c.String("logrotate-dir"), "/etc/logrotate.conf"} {
+			for _, m := range audit.CheckLogrotate(d, a.Path) {
+				warn("%s", m)
+			}
+		}
+	}
+	if problems > 0 {
+		return exit(1, fmt.Errorf("%d problem(s) in the files %s names", problems, path))
+	}
+	return nil
 }
 
 func printWarnings(w io.Writer, ws config.Problems) {
 	for _, p := range ws {
 		fmt.Fprintf(w, "⚠ %s\n", p.Error())
 	}
+}
+
+// positioned prints each error joined in err as "path:line:col: message".
+func positioned(path string, err error, bad func(string, ...any)) {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	for _, e := range list {
+		var je *jsonc.Error
+		if errors.As(e, &je) {
+			bad("%s:%d:%d: %s", path, je.Line, je.Col, je.Msg)
+		} else {
+			bad("%s: %v", path, e)
+		}
+	}
+}
+
+func checkKeysFile(path string, bad, warn func(string, ...any), w io.Writer) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		bad("keys file: %v (the guard refuses every request without it; create it with glmctl keys new NAME)", err)
+		return
+	}
+	f, warns, err := keys.Parse(src)
+	for _, kw := range warns {
+		warn("%s:%d:%d: %s", path, kw.Line, kw.Col, kw.Msg)
+	}
+	if err != nil {
+		positioned(path, err, bad)
+		return
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		warn("%s: mode %v lets other users read it: chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	if len(f.Entries) == 0 {
+		warn("%s: no keys: every request will be refused (glmctl keys new NAME)", path)
+		return
+	}
+	fmt.Fprintf(w, "✅ %s: %d key(s)\n", path, len(f.Entries))
+}
+
+func checkLimitsFile(path string, bad, warn func(string, ...any), w io.Writer) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		bad("limits file: %v", err)
+		return
+	}
+	l, warns, err := guard.ParseLimits(src)
+	for _, m := range warns {
+		warn("%s:%s", path, m)
+	}
+	if err != nil {
+		positioned(path, err, bad)
+		return
+	}
+	fmt.Fprintf(w, "✅ %s: default and %d per-key limit(s)\n", path, len(l.PerKey))
+}
+
+// checkExposure warns about ways around the guard or its encryption.
+func checkExposure(cfg *config.Config, warn func(string, ...any)) {
+	g := cfg.Guard
+	if host, _, err := net.SplitHostPort(g.Listen); err == nil && !isLoopback(host) && g.TLS == nil {
+		warn("guard listens on %s beyond loopback without TLS: keys cross the network in clear; add tls { cert = … key = … } or a TLS proxy in front", g.Listen)
+	}
+	network, addr := g.UpstreamDial()
+	if network == "tcp" {
+		if host, _, err := net.SplitHostPort(addr); err == nil && !isLoopback(host) {
+			warn("guard upstream %s is not on loopback: clients may reach the model around the guard; use a unix socket (vLLM --uds) or 127.0.0.1", g.Upstream)
+		}
+	}
+	for _, p := range cfg.Programs {
+		for i, a := range p.Command {
+			host := ""
+			switch {
+			case a == "--host" && i+1 < len(p.Command):
+				host = p.Command[i+1]
+			case strings.HasPrefix(a, "--host="):
+				host = strings.TrimPrefix(a, "--host=")
+			}
+			if host != "" && !isLoopback(host) && !strings.Contains(strings.Join(p.Command, " "), "--uds") {
+				warn("program %q listens on --host %s: clients can reach it around the guard; bind it to 127.0.0.1 or a unix socket (--uds)", p.Name, host)
+			}
+		}
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkAuditRoom warns when the audit log's filesystem has less free room
+// than two rotations' worth.
+func checkAuditRoom(a *config.Audit, warn func(string, ...any)) {
+	need := a.Rotate.MaxSize
+	if need <= 0 {
+		need = 100 << 20
+	}
+	need *= 2
+	dir := filepath.Dir(a.Path)
+	for {
+		var st syscall.Statfs_t
+		err := syscall.Statfs(dir, &st)
+		if err == nil {
+			free := int64(st.Bavail) * int64(st.Bsize)
+			if free < need {
+				warn("audit %s: only %s free on its filesystem, less than 2 × rotate.max_size (%s): with on_error = %q requests will be refused when it fills", a.Path, humanBytes(free), humanBytes(need), a.OnError)
+			}
+			return
+		}
+		parent := filepath.Dir(dir)
+		if !errors.Is(err, os.ErrNotExist) || parent == dir {
+			warn("audit %s: cannot check free space: %v", a.Path, err)
+			return
+		}
+		dir = parent
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// checkLive runs selfcheck against the running service.
+func checkLive(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if err != nil && c.String("url") == "" {
+		return err
+	}
+	opts := selfcheck.Options{URL: c.String("url"), Key: c.String("key"), Config: cfg}
+	if opts.URL == "" {
+		if cfg.Guard == nil {
+			return exit(2, errors.New("the config has no guard block\nTry: glmctl check --live --url http://HOST:PORT"))
+		}
+		opts.URL = cfg.Guard.LocalURL()
+	}
+	results := selfcheck.Run(c.Context, opts)
+	failed := 0
+	for _, r := range results {
+		if r.Status == selfcheck.Fail {
+			failed++
+		}
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"url": opts.URL, "passed": failed == 0, "checks": results}); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range results {
+			fmt.Fprintln(c.App.Writer, r.String())
+		}
+	}
+	if failed > 0 {
+		return exit(1, fmt.Errorf("%d of %d live checks failed", failed, len(results)))
+	}
+	return nil
 }

@@ -99,10 +99,14 @@ func TestImportTutorial(t *testing.T) {
 
 func TestImportToStdoutAndRefusals(t *testing.T) {
 	dir := t.TempDir()
-	conf := filepath.Join(tutorialDir, "glm47flash.conf")
+	conf, err := filepath.Abs(filepath.Join(tutorialDir, "glm47flash.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Without -o: HCL on stdout, key files in the current directory.
 	cmdDir := t.TempDir()
-	r := glmctlIn(t, cmdDir, "import", "supervisor", conf, "--keys-from", filepath.Join(dir, "none.json"), "--logrotate-dir", dir)
+	t.Chdir(cmdDir)
+	r := glmctl(t, "import", "supervisor", conf, "--keys-from", filepath.Join(dir, "none.json"), "--logrotate-dir", dir)
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "# glmctl configuration converted") || !strings.Contains(r.stderr, "none.json not found") {
 		t.Fatalf("import to stdout: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -110,7 +114,7 @@ func TestImportToStdoutAndRefusals(t *testing.T) {
 		t.Errorf("keys file not in the current directory: %v", err)
 	}
 	// Never over existing files, the config in use, /etc/glmctl or /etc/vllm.
-	if r := glmctlIn(t, cmdDir, "import", "supervisor", conf); r.code != 1 || !strings.Contains(r.stderr, "refusing to overwrite") {
+	if r := glmctl(t, "import", "supervisor", conf); r.code != 1 || !strings.Contains(r.stderr, "refusing to overwrite") {
 		t.Errorf("second import into the same dir: exit %d %q", r.code, r.stderr)
 	}
 	cfg := filepath.Join(dir, "glmctl.hcl")
@@ -133,22 +137,6 @@ func TestImportToStdoutAndRefusals(t *testing.T) {
 	}
 }
 
-// glmctlIn runs glmctl in directory dir.
-func glmctlIn(t *testing.T, dir string, args ...string) result {
-	t.Helper()
-	abs, err := filepath.Abs(args[2])
-	if err == nil && len(args) > 2 {
-		args = append([]string{}, args...)
-		args[2] = abs
-	}
-	wd, _ := os.Getwd()
-	if err := os.Chdir(dir); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Chdir(wd)
-	return glmctl(t, args...)
-}
-
 // TestImportedConfigRuns starts `glmctl up` on the imported config with
 // the real paths moved to a temporary directory, the stand-in in place of
 // vLLM and the web UI, and talks to the guard with a tutorial key.
@@ -160,6 +148,14 @@ func TestImportedConfigRuns(t *testing.T) {
 	}
 	guardPort, uiPort, metricsPort := freePort(t), freePort(t), freePort(t)
 	sock := filepath.Join(dir, "vllm.sock")
+	limitsCopy := filepath.Join(dir, "rate_limits.json")
+	limits, err := os.ReadFile(filepath.Join(tutorialDir, "rate_limits.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(limitsCopy, limits, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var lines []string
 	for _, l := range strings.Split(string(src), "\n") {
 		switch {
@@ -175,19 +171,21 @@ func TestImportedConfigRuns(t *testing.T) {
 		lines = append(lines, l)
 	}
 	cfgText := strings.Join(lines, "\n")
-	for from, to := range map[string]string{
-		"/run/glmctl/vllm.sock":      sock,
-		"/var/log/vllm/audit.log":    filepath.Join(dir, "audit.log"),
-		"/root/workspace/":           dir + "/",
-		`directory = "/root"`:        fmt.Sprintf("directory = %q", dir),
-		`"0.0.0.0:8000"`:             fmt.Sprintf(`"127.0.0.1:%d"`, guardPort),
-		"http://127.0.0.1:8000/v1":   fmt.Sprintf("http://127.0.0.1:%d/v1", guardPort),
-		`"127.0.0.1:9400"`:           fmt.Sprintf(`"127.0.0.1:%d"`, metricsPort),
-		`start_timeout = "30m"`:      `start_timeout = "1m"`,
-		`interval = "10s"`:           `interval = "200ms"`,
-		`timeout = "5s"`:             `timeout = "150ms"`,
-		"# glmctl configuration con": fmt.Sprintf("control { socket = %q }\n# glmctl configuration con", filepath.Join(dir, "glmctl.sock")),
+	for _, ft := range [][2]string{
+		{"/run/glmctl/vllm.sock", sock},
+		{filepath.Join(tutorialDir, "rate_limits.json"), limitsCopy},
+		{"/var/log/vllm/audit.log", filepath.Join(dir, "audit.log")},
+		{`"/root/workspace`, `"` + dir},
+		{`directory = "/root"`, fmt.Sprintf("directory = %q", dir)},
+		{`"0.0.0.0:8000"`, fmt.Sprintf(`"127.0.0.1:%d"`, guardPort)},
+		{"http://127.0.0.1:8000/v1", fmt.Sprintf("http://127.0.0.1:%d/v1", guardPort)},
+		{`"127.0.0.1:9400"`, fmt.Sprintf(`"127.0.0.1:%d"`, metricsPort)},
+		{`start_timeout = "30m"`, `start_timeout = "1m"`},
+		{`interval = "10s"`, `interval = "200ms"`},
+		{`timeout = "5s"`, `timeout = "150ms"`},
+		{"# glmctl configuration con", fmt.Sprintf("control { socket = %q }\n# glmctl configuration con", filepath.Join(dir, "glmctl.sock"))},
 	} {
+		from, to := ft[0], ft[1]
 		if !strings.Contains(cfgText, from) {
 			t.Fatalf("imported config lacks %q", from)
 		}

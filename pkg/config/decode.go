@@ -225,7 +225,7 @@ func (d *decoder) program(s *section, b *hclsyntax.Block, name string) (*Program
 	s.duration("stop_timeout", &p.StopTimeout, false)
 	if bb := s.block("backoff"); bb != nil {
 		bs := s.child(bb, s.where+" backoff")
-		bs.duration("initial", &p.Backoff.Initial, false)
+		bs.duration("initial", &p.Backoff.Initial, true) // 0: restart at once (supervisord's behaviour after RUNNING)
 		bs.duration("max", &p.Backoff.Max, false)
 		bs.finish(nil)
 		if p.Backoff.Initial > p.Backoff.Max {

@@ -51,8 +51,9 @@ type Daemon struct {
 	cfg *config.Config
 
 	audit   *audit.Writer
-	gpus    *gpu.Monitor // nil: no GPU use in the config, or NVML unavailable
-	gpuErr  error        // why gpus is nil when the config wants GPUs
+	reloads *guard.ReloadMetrics // glmctl_config_last_reload_*: the HCL file, keys, limits
+	gpus    *gpu.Monitor         // nil: no GPU use in the config, or NVML unavailable
+	gpuErr  error                // why gpus is nil when the config wants GPUs
 	sup     *launcher.Supervisor
 	guard   *guard.Guard
 	control *control.Server
@@ -71,6 +72,14 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		d.logger.Warn("config: " + w.Error())
 	}
 	registerBuildInfo(d.registry, opts.Version)
+	reloads, err := guard.NewReloadMetrics(d.registry)
+	if err != nil {
+		return nil, err
+	}
+	d.reloads = reloads
+	if cfg.Path != "" {
+		d.reloads.Record(cfg.Path, true)
+	}
 
 	if cfg.Audit != nil {
 		var hmacKey []byte
@@ -108,9 +117,13 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		return nil, fmt.Errorf("programs: %w", err)
 	}
 	d.sup = sup
+	if err := registerProgramMetrics(d.registry, sup); err != nil {
+		d.closeAudit()
+		return nil, err
+	}
 
 	if cfg.Guard != nil {
-		deps := guard.Deps{Logger: d.logger, Registerer: d.registry}
+		deps := guard.Deps{Logger: d.logger, Registerer: d.registry, Reloads: d.reloads}
 		if d.audit != nil {
 			deps.Audit = d.audit
 		}
@@ -264,8 +277,8 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	cfg := d.config()
 	if d.opts.Reload != nil {
 		next, err := d.opts.Reload()
-		if d.guard != nil && cfg.Path != "" {
-			d.guard.RecordReload(cfg.Path, err == nil)
+		if cfg.Path != "" {
+			d.reloads.Record(cfg.Path, err == nil)
 		}
 		if err != nil {
 			d.adminRecord("reload", "config", err)

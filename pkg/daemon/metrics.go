@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/pkg/launcher"
 )
 
 // registerBuildInfo adds glmctl_build_info and the Go and process collectors.
@@ -33,11 +35,38 @@ func registerBuildInfo(reg *prometheus.Registry, version string) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
+// registerProgramMetrics adds the programs' collector (glmctl_program_*,
+// read from the supervisor at scrape time) to reg. Registering it a second
+// time is not an error.
+func registerProgramMetrics(reg prometheus.Registerer, sup *launcher.Supervisor) error {
+	if err := reg.Register(launcher.NewCollector(sup)); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return nil
+		}
+		return fmt.Errorf("register program metrics: %w", err)
+	}
+	return nil
+}
+
+// MetricsAddr returns the address /metrics listens on once Run has bound it,
+// else nil (also when the config has no metrics block).
+func (d *Daemon) MetricsAddr() net.Addr {
+	if d.metrics == nil {
+		return nil
+	}
+	if a := d.metrics.addr.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
 // metricsServer serves GET /metrics from the daemon's own registry.
 type metricsServer struct {
 	cfg    *config.Metrics
 	srv    *http.Server
 	ln     net.Listener
+	addr   atomic.Pointer[net.Addr]
 	logger hclog.Logger
 }
 
@@ -49,13 +78,18 @@ func newMetricsServer(cfg *config.Metrics, reg *prometheus.Registry, logger hclo
 			return nil, fmt.Errorf("metrics bearer_token_file: %w", err)
 		}
 		token = []byte(strings.TrimSpace(string(b)))
+		if len(token) == 0 {
+			return nil, fmt.Errorf("metrics bearer_token_file %s is empty: /metrics would be open to anyone", cfg.BearerTokenFile)
+		}
+	} else if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && !loopbackHost(host) {
+		logger.Warn("metrics listen beyond loopback without bearer_token_file: anyone who can reach it can read /metrics", "listen", cfg.Listen)
 	}
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		if len(token) > 0 {
-			got := []byte(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
-			if subtle.ConstantTimeCompare(got, token) != 1 {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="glmctl metrics"`)
 				http.Error(w, "unauthorized", http.StatusUnauthorized)
 				return
@@ -77,7 +111,18 @@ func (m *metricsServer) Listen() error {
 		return fmt.Errorf("metrics listen: %w", err)
 	}
 	m.ln = ln
+	a := ln.Addr()
+	m.addr.Store(&a)
 	return nil
+}
+
+// loopbackHost reports whether host is localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Run serves until ctx is cancelled.

@@ -60,4 +60,19 @@
 // Store (Redis) implements the same interface with one script per call.
 // Limit state is kept per key name and survives reloads for keys that still
 // exist.
+//
+// # Metrics
+//
+// On Deps.Registerer: glmctl_guard_requests_total{key,model,route,code},
+// glmctl_guard_request_duration_seconds{route} and
+// glmctl_guard_time_to_first_token_seconds{route} (successful streams only),
+// glmctl_guard_tokens_total{key,kind}, glmctl_guard_rate_limit_rejections_total
+// {key,limit} (a 413 request_too_large counts as tpm),
+// glmctl_guard_auth_failures_total{reason}, glmctl_guard_in_flight_requests,
+// glmctl_guard_upstream_errors_total (unreachable upstream or a 5xx answer),
+// glmctl_guard_rate_limit_remaining_requests{key} and _tokens{key} (read from
+// the Store at scrape time when it implements Peeker; absent for an unlimited
+// dimension), and the glmctl_config_last_reload_* gauges of its files. Per-key
+// series exist from the load of the keys file and follow its reloads; labels
+// are bounded as described at labelUnknownKey in metrics.go.
 package guard

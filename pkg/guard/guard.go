@@ -42,6 +42,9 @@ type Deps struct {
 	Ready      func() bool           // nil: always ready; false: 503 + Retry-After
 	// Store decides admissions; nil: an in-process MemoryStore.
 	Store Store
+	// Reloads are the shared config reload gauges (see NewReloadMetrics);
+	// nil: the guard creates and registers its own on Registerer.
+	Reloads *ReloadMetrics
 }
 
 // Guard is the authenticating, throttling, auditing proxy.
@@ -156,7 +159,7 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 		}
 		g.trusted = append(g.trusted, p)
 	}
-	if g.m, err = newMetrics(deps.Registerer); err != nil {
+	if g.m, err = newMetrics(deps.Registerer, g, deps.Reloads); err != nil {
 		return nil, err
 	}
 	var errs []error
@@ -320,6 +323,7 @@ func (g *Guard) loadKeys(first bool) error {
 	}
 	set := keys.NewSet(f)
 	g.keys.Store(set)
+	g.m.setKeys(f)
 	g.sums[path] = sum
 	g.m.reloaded(path, true)
 	if err := g.store.Retain(context.Background(), set.Has); err != nil {

@@ -102,7 +102,7 @@ func TestNoOverAdmissionTPM(t *testing.T) {
 	}()
 	waitFor(t, 10*time.Second, "10 requests held upstream", func() bool { return h.up.inFlight.Load() == 10 })
 	waitFor(t, 10*time.Second, "90 rejections", func() bool {
-		return counterValue(t, h, "glmctl_guard_rejected_total", "tpm") == 90
+		return counterValue(t, h, "glmctl_guard_rate_limit_rejections_total", "tpm") == 90
 	})
 	h.up.releaseAll()
 	<-done
@@ -124,7 +124,7 @@ func TestConcurrencyLimitsAndRelease(t *testing.T) {
 	}()
 	waitFor(t, 10*time.Second, "3 requests held upstream", func() bool { return h.up.inFlight.Load() == 3 })
 	waitFor(t, 10*time.Second, "27 rejections", func() bool {
-		return counterValue(t, h, "glmctl_guard_rejected_total", "concurrency") == 27
+		return counterValue(t, h, "glmctl_guard_rate_limit_rejections_total", "concurrency") == 27
 	})
 	h.up.releaseAll()
 	<-done
@@ -145,7 +145,7 @@ func TestConcurrencyLimitsAndRelease(t *testing.T) {
 	}()
 	waitFor(t, 10*time.Second, "5 requests held upstream", func() bool { return h.up.inFlight.Load() == 5 })
 	waitFor(t, 10*time.Second, "15 rejections", func() bool {
-		return counterValue(t, h, "glmctl_guard_rejected_total", "global_concurrency") == 15
+		return counterValue(t, h, "glmctl_guard_rate_limit_rejections_total", "global_concurrency") == 15
 	})
 	h.up.releaseAll()
 	<-done
@@ -242,12 +242,15 @@ func TestSettleToRealUsage(t *testing.T) {
 	}
 }
 
+// counterValue sums the series of the family name that have a label whose
+// value is label.
 func counterValue(t testing.TB, h *harness, name, label string) int {
 	t.Helper()
 	mfs, err := h.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var sum float64
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -256,14 +259,16 @@ func counterValue(t testing.TB, h *harness, name, label string) int {
 			for _, lp := range m.GetLabel() {
 				if lp.GetValue() == label {
 					if m.GetCounter() != nil {
-						return int(m.GetCounter().GetValue())
+						sum += m.GetCounter().GetValue()
+					} else {
+						sum += m.GetGauge().GetValue()
 					}
-					return int(m.GetGauge().GetValue())
+					break
 				}
 			}
 		}
 	}
-	return 0
+	return int(sum)
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,18 +50,20 @@ const (
 	authForbiddenRoute = "forbidden_route"
 )
 
-var (
-	authReasons = []string{authMissing, authUnknown, authExpired, authDisabled, authForbiddenModel, authForbiddenRoute}
-	// limitLabels are the values of the limit label of
-	// glmctl_guard_rate_limit_rejections_total; a request whose reservation
-	// exceeds the key's tpm (413) counts as "tpm".
-	limitLabels = []string{ReasonRPM, ReasonTPM, ReasonConcurrency, ReasonGlobalRPM, ReasonGlobalConcurrency}
-	// presetRoutes get their histogram series at start-up.
-	presetRoutes     = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"}
-	tokenKinds       = []string{"prompt", "completion"}
-	durationBuckets  = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
-	firstTokenBucket = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
-)
+// authReasons are the values of glmctl_guard_auth_failures_total's reason.
+func authReasons() []string {
+	return []string{authMissing, authUnknown, authExpired, authDisabled, authForbiddenModel, authForbiddenRoute}
+}
+
+// limitLabels are the values of the limit label of
+// glmctl_guard_rate_limit_rejections_total; a request whose reservation
+// exceeds the key's tpm (413) counts as "tpm".
+func limitLabels() []string {
+	return []string{ReasonRPM, ReasonTPM, ReasonConcurrency, ReasonGlobalRPM, ReasonGlobalConcurrency}
+}
+
+// tokenKinds are the values of glmctl_guard_tokens_total's kind.
+func tokenKinds() []string { return []string{"prompt", "completion"} }
 
 // ReloadMetrics are glmctl_config_last_reload_successful and
 // glmctl_config_last_reload_success_timestamp_seconds, by file. The guard
@@ -119,7 +122,7 @@ type metrics struct {
 	reloads        *ReloadMetrics
 	remaining      *remainingCollector
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	keys    map[string]bool // key names that have series
 	models  map[string]bool // from the keys' allowlists
 	learned map[string]bool // from upstream /v1/models answers
@@ -136,12 +139,12 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "glmctl_guard_request_duration_seconds",
 			Help:    "Time from request to the end of the response, streams included, by route.",
-			Buckets: durationBuckets,
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}, []string{"route"}),
 		firstToken: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "glmctl_guard_time_to_first_token_seconds",
 			Help:    "Time from request to the first byte of a successful streamed answer, by route.",
-			Buckets: firstTokenBucket,
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "glmctl_guard_tokens_total",
@@ -169,14 +172,15 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 		models:    map[string]bool{},
 		learned:   map[string]bool{},
 	}
-	for _, r := range authReasons {
+	for _, r := range authReasons() {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, r := range presetRoutes {
+	// The inference and models routes have their histograms from start-up.
+	for _, r := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"} {
 		m.duration.WithLabelValues(r)
-	}
-	for _, r := range presetRoutes[:2] {
-		m.firstToken.WithLabelValues(r)
+		if strings.HasSuffix(r, "completions") {
+			m.firstToken.WithLabelValues(r)
+		}
 	}
 	if m.reloads == nil {
 		r, err := NewReloadMetrics(reg)
@@ -225,10 +229,10 @@ func (m *metrics) setKeys(f *keys.File) {
 		if m.keys[k] {
 			continue
 		}
-		for _, kind := range tokenKinds {
+		for _, kind := range tokenKinds() {
 			m.tokens.WithLabelValues(k, kind)
 		}
-		for _, lim := range limitLabels {
+		for _, lim := range limitLabels() {
 			m.rejections.WithLabelValues(k, lim)
 		}
 	}
@@ -237,8 +241,8 @@ func (m *metrics) setKeys(f *keys.File) {
 
 // keyNames returns the current key names, sorted.
 func (m *metrics) keyNames() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	out := make([]string, 0, len(m.keys))
 	for k := range m.keys {
 		out = append(out, k)
@@ -252,8 +256,8 @@ func (m *metrics) keyLabel(k *keys.Key) string {
 	if k == nil {
 		return labelUnknownKey
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if !m.keys[k.Name] {
 		return labelUnknownKey
 	}
@@ -265,8 +269,8 @@ func (m *metrics) modelLabel(model string) string {
 	if model == "" {
 		return labelNoModel
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if m.models[model] || m.learned[model] {
 		return model
 	}
@@ -324,7 +328,7 @@ func (m *metrics) observe(x *exchange, status int, latency time.Duration, firstB
 	case ReasonTooLarge:
 		m.rejections.WithLabelValues(key, ReasonTPM).Inc()
 	}
-	if x.errMsg == codeUpstream || (x.upstreamDone && x.upstreamStatus >= 500) {
+	if x.errMsg == codeUpstream || x.upstreamStatus >= 500 {
 		m.upstreamErrors.Inc()
 	}
 	if x.key != nil && key != labelUnknownKey {

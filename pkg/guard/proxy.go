@@ -120,6 +120,9 @@ func (g *Guard) modifyResponse(resp *http.Response) error {
 		if n := resp.ContentLength; n > 0 && n <= maxUsageBody {
 			u.buf = make([]byte, 0, n)
 		}
+		if x.path == "/v1/models" {
+			u.models = g.m.learnModels
+		}
 		resp.Body = u
 	default:
 		resp.Body = &usageReader{src: resp.Body, x: x, skip: true}
@@ -186,6 +189,8 @@ type usageReader struct {
 	skip bool // only note the end, do not parse
 	buf  []byte
 	over bool
+	// models, when set, gets the whole body of a /v1/models answer.
+	models func([]byte)
 }
 
 func (u *usageReader) Read(p []byte) (int, error) {
@@ -200,7 +205,9 @@ func (u *usageReader) Read(p []byte) (int, error) {
 	if errors.Is(err, io.EOF) {
 		u.x.upstreamDone = true
 		if !u.skip && !u.over {
-			if us := findUsage(u.buf); us != nil {
+			if u.models != nil {
+				u.models(u.buf)
+			} else if us := findUsage(u.buf); us != nil {
 				u.x.setUsage(us)
 			}
 			u.buf = nil

@@ -260,6 +260,43 @@ func (s *MemoryStore) Admit(_ context.Context, a Ask) (Decision, error) {
 	return d, nil
 }
 
+// Peek implements Peeker: the budget a request of key would see now. The
+// requests reported are the key's rpm budget, or the global one when the key
+// has no rpm limit; a zero limit means that dimension is unlimited.
+func (s *MemoryStore) Peek(_ context.Context, key string, l Limit, g GlobalLimit) (RateStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	var st keyState // a copy: peeking changes nothing
+	if p := s.keys[key]; p != nil {
+		st = *p
+	}
+	var rs RateStatus
+	switch {
+	case l.RPM > 0:
+		rs.LimitRequests = l.RPM
+		rs.RemainingRequests, rs.ResetRequests = gcraLeft(st.tat, now, l.RPM)
+	case g.RPM > 0:
+		rs.LimitRequests = g.RPM
+		rs.RemainingRequests, rs.ResetRequests = gcraLeft(s.global.tat, now, g.RPM)
+	}
+	if l.TPM > 0 {
+		level := st.level(now, l.TPM)
+		rs.LimitTokens = l.TPM
+		rs.RemainingTokens = max(0, int64(level))
+		rs.ResetTokens = tokenWait(float64(l.TPM)-level, l.TPM)
+	}
+	return rs, nil
+}
+
+// gcraLeft returns how many requests a GCRA limit of n per minute would
+// admit at once now, and how long until its budget is full again.
+func gcraLeft(tat, now time.Time, n int64) (int64, time.Duration) {
+	used := max(tat.Sub(now), 0)
+	interval := period / time.Duration(n)
+	return min(n, max(0, int64((period-used)/interval))), used
+}
+
 // Finish implements Store.
 func (s *MemoryStore) Finish(_ context.Context, t Ticket, used int64) error {
 	s.mu.Lock()

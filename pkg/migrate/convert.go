@@ -131,8 +131,10 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 		if cmd.Joined {
 			p.note("command", "backslash continuations joined into one command (supervisord does not join them; the tutorial meant one line)")
 		}
-		if comment != "" {
-			p.note("command", "trailing comment %q dropped from the command", comment)
+		for _, c := range append(cmd.Comments, comment) {
+			if c != "" {
+				p.note("command", "comment %q dropped from the command", c)
+			}
 		}
 		p.args = args
 		p.vllm = isVLLM(args)

@@ -13,6 +13,8 @@ type Setting struct {
 	// Joined is set when the value was continued over several lines with
 	// trailing backslashes (which supervisord's INI parser does not join).
 	Joined bool
+	// Comments are the " # …" comments cut from a command's lines.
+	Comments []string
 }
 
 // Section is one [name] section of a supervisord file, settings in order.
@@ -77,14 +79,36 @@ func ParseINI(src []byte, filename string) ([]*Section, error) {
 			errs = append(errs, fmt.Sprintf("%s:%d: %q outside any [section]", filename, n, k))
 			continue
 		}
-		s := Setting{Key: strings.ToLower(k), Value: stripInlineComment(v), Line: n}
-		for strings.HasSuffix(s.Value, `\`) && i+1 < len(lines) {
+		s := Setting{Key: strings.ToLower(k), Line: n}
+		// Only command lines lose a trailing " # …": the tutorial's readers
+		// copy its comments into them, and a shell would ignore them too.
+		piece := func(text string) (string, bool) {
+			text = stripInlineComment(text)
+			if s.Key == "command" {
+				var c string
+				text, c = cutHashComment(text)
+				if c != "" {
+					s.Comments = append(s.Comments, c)
+					if strings.HasSuffix(c, `\`) && !strings.HasSuffix(text, `\`) {
+						text += ` \`
+					}
+				}
+			}
+			more := strings.HasSuffix(text, `\`)
+			return strings.TrimSpace(strings.TrimSuffix(text, `\`)), more
+		}
+		val, more := piece(v)
+		for more && i+1 < len(lines) {
 			s.Joined = true
 			i++
-			next := strings.TrimSpace(lines[i])
-			s.Value = strings.TrimSpace(strings.TrimSuffix(s.Value, `\`)) + " " + stripInlineComment(next)
-			s.Value = strings.TrimSpace(s.Value)
+			var next string
+			next, more = piece(strings.TrimSpace(lines[i]))
+			val = strings.TrimSpace(val + " " + next)
 		}
+		if more {
+			val += ` \`
+		}
+		s.Value = val
 		cur.Settings = append(cur.Settings, s)
 	}
 	if len(errs) > 0 {
@@ -124,6 +148,25 @@ func stripInlineComment(v string) string {
 		}
 	}
 	return strings.TrimSpace(v)
+}
+
+// cutHashComment cuts an unquoted "#" comment that follows whitespace.
+func cutHashComment(v string) (text, comment string) {
+	var quote byte
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#' && (i == 0 || v[i-1] == ' ' || v[i-1] == '\t'):
+			return strings.TrimSpace(v[:i]), strings.TrimSpace(v[i:])
+		}
+	}
+	return strings.TrimSpace(v), ""
 }
 
 // SplitCommand splits a command line the way a POSIX shell would split

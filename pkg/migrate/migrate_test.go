@@ -195,7 +195,7 @@ exitcodes=0,2
 		t.Fatalf("%v\n%s", err, res.HCL)
 	}
 	hcl := string(res.HCL)
-	for _, want := range []string{"numprocs=1", "exitcodes=0,2", `trailing comment "# done"`, "[supervisord]"} {
+	for _, want := range []string{"numprocs=1", "exitcodes=0,2", `comment "# done"`, "[supervisord]"} {
 		if !strings.Contains(hcl, want) && !strings.Contains(strings.Join(res.Notes, "\n"), want) {
 			t.Errorf("no note about %s:\n%s\n%s", want, hcl, res.Notes)
 		}
@@ -214,5 +214,42 @@ exitcodes=0,2
 	}
 	if len(res.Keys.Entries) != 2 || res.Keys.Entries[1].Name != ImportedKeyName+"-2" || res.UIKey != "" {
 		t.Errorf("keys %+v ui %q", res.Keys.Entries, res.UIKey)
+	}
+}
+
+// TestCommentedCommand: the tutorial's "# …" comments copied onto the
+// command's continued lines are cut before the lines are joined.
+func TestCommentedCommand(t *testing.T) {
+	src := "[program:v]\n" +
+		"command=python3 -m vllm.entrypoints.openai.api_server \\  # 启动\n" +
+		"--model /m \\\n" +
+		"--api-key \"sk-a#b\" \\ # API密钥\n" +
+		"--limit 100 # 限流 \\\n" +
+		"--port 8001   # 端口\n" +
+		"directory=/srv # not a comment for other keys\n"
+	secs, err := ParseINI([]byte(src), "c.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, _ := secs[0].Get("command")
+	if want := `python3 -m vllm.entrypoints.openai.api_server --model /m --api-key "sk-a#b" --limit 100 --port 8001`; cmd.Value != want || !cmd.Joined || len(cmd.Comments) != 4 {
+		t.Errorf("command %q (comments %q), want %q", cmd.Value, cmd.Comments, want)
+	}
+	if d, _ := secs[0].Get("directory"); d.Value != "/srv # not a comment for other keys" {
+		t.Errorf("directory %q", d.Value)
+	}
+	res, err := Supervisor([]byte(src), "c.conf", Options{KeysPath: "/o/k.json", UIKeyPath: "/o/ui.key", NewSecret: fakeSecrets()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(res.HCL, "c.hcl")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.HCL)
+	}
+	if cfg.Guard.Listen != "0.0.0.0:8001" || cfg.Guard.Global.RPM != 100 || !strings.Contains(string(res.HCL), `comment "# API密钥" dropped`) {
+		t.Errorf("guard %+v\n%s", cfg.Guard, res.HCL)
+	}
+	if k, err := keys.NewSet(res.Keys).Lookup("sk-a#b", time.Now()); err != nil || k.Name != ImportedKeyName {
+		t.Errorf("quoted # in the key: %v %v", k, err)
 	}
 }
