@@ -29,11 +29,11 @@ func prepareDemo(cfg *config.Config, logger hclog.Logger) error {
 	demoKeyFile := filepath.Join(dir, "demo.key")
 	uiKeyFile := filepath.Join(dir, "ui.key")
 	if _, err := os.Stat(cfg.Guard.KeysFile); errors.Is(err, os.ErrNotExist) {
-		demoKey, err := keys.Generate()
+		demoKey, err := keys.NewSecret()
 		if err != nil {
 			return err
 		}
-		uiKey, err := keys.Generate()
+		uiKey, err := keys.NewSecret()
 		if err != nil {
 			return err
 		}

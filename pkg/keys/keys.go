@@ -8,13 +8,12 @@
 // warnings and are kept when the file is saved again. `#` and `//` comments
 // are tolerated on reading (they are not kept by Save).
 //
-// Secrets never leave this package except through Generate's return value:
+// Secrets never leave this package except through NewSecret's return value:
 // errors and warnings name keys by their name, and Mask gives the most of a
 // presented key that may be shown.
 package keys
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -279,31 +278,4 @@ func Mask(secret string) string {
 		return "…"
 	}
 	return secret[:5] + "…" + secret[len(secret)-4:]
-}
-
-// Generate returns a new random key: "sk-" followed by 43 base64url characters
-// (256 bits).
-func Generate() (string, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("generate key: %w", err)
-	}
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-	var sb strings.Builder
-	sb.WriteString("sk-")
-	// 32 bytes → 42 full 6-bit groups plus 4 bits.
-	var acc uint32
-	bits := 0
-	for _, c := range b {
-		acc = acc<<8 | uint32(c)
-		bits += 8
-		for bits >= 6 {
-			bits -= 6
-			sb.WriteByte(alphabet[(acc>>bits)&63])
-		}
-	}
-	if bits > 0 {
-		sb.WriteByte(alphabet[(acc<<(6-bits))&63])
-	}
-	return sb.String(), nil
 }

@@ -129,7 +129,7 @@ func TestSaveRoundTripKeepsModeAndFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret, err := Generate()
+	secret, err := NewSecret()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,17 +172,17 @@ func TestSaveRoundTripKeepsModeAndFields(t *testing.T) {
 	}
 }
 
-func TestMaskAndGenerate(t *testing.T) {
+func TestMaskAndNewSecret(t *testing.T) {
 	if got, want := Mask("sk-abcdefghijklmnopqr901"), "sk-ab…r901"; got != want {
 		t.Fatalf("Mask = %q, want %q", got, want)
 	}
 	if got := Mask("short"); got != "…" {
 		t.Fatalf("Mask(short) = %q", got)
 	}
-	a, _ := Generate()
-	b, _ := Generate()
-	if a == b || len(a) != 46 || !strings.HasPrefix(a, "sk-") {
-		t.Fatalf("Generate = %q, %q", a, b)
+	a, _ := NewSecret()
+	b, _ := NewSecret()
+	if a == b || len(a) != 3+SecretLen || !strings.HasPrefix(a, "sk-") {
+		t.Fatalf("NewSecret = %q, %q", a, b)
 	}
 }
 
