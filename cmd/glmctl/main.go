@@ -103,9 +103,6 @@ func globalFlags() []cli.Flag {
 	}
 }
 
-// configFlag is kept for command files that declare it explicitly.
-func configFlag() cli.Flag { return globalFlags()[0] }
-
 func addGlobalFlags(c *cli.Command) {
 	have := map[string]bool{}
 	for _, f := range c.Flags {

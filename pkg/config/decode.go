@@ -42,11 +42,6 @@ const (
 	DefaultAuditKeep      = 30
 )
 
-// topBlocks are the blocks allowed at the top level, in documentation order.
-func topBlocks() []string {
-	return []string{"log", "control", "metrics", "gpu", "program", "guard", "audit"}
-}
-
 // owners maps each attribute name of a top-level block to the blocks that
 // take it, so a stray top-level attribute gets a "move it into" hint.
 func owners() map[string][]string {
