@@ -18,6 +18,7 @@ gpu {
   count           = 4
   min_free_memory = "70GiB"
   release_timeout = "90s"
+  restart_on_xid  = true
 }
 
 program "vllm" {

@@ -67,13 +67,15 @@ func controlCall(c *cli.Context, method string, _ any, _ any) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
-	defer cancel()
 	switch method {
 	case "audit.reopen":
+		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+		defer cancel()
 		err = cl.AuditReopen(ctx)
 	case "reload":
-		err = cl.Reload(ctx)
+		// No deadline: a reload stops changed programs (up to their
+		// stop_timeout) before it answers; ^C stops waiting, not the reload.
+		err = cl.Reload(c.Context)
 	default:
 		return fmt.Errorf("unknown control method %q", method)
 	}

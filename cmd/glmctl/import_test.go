@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -75,8 +76,10 @@ func TestImportTutorial(t *testing.T) {
 		t.Fatal(err)
 	}
 	set := keys.NewSet(f)
+	if _, err := set.Lookup("sk-your-secure-api-key-here", time.Now()); !errors.Is(err, keys.ErrDisabled) {
+		t.Errorf("the tutorial's placeholder --api-key must be imported disabled, lookup gave %v", err)
+	}
 	for secret, name := range map[string]string{
-		"sk-your-secure-api-key-here":          "imported-api-key",
 		"sk-abc123def456ghi789jkl012mno345pqr": "user1",
 		strings.TrimSpace(string(ui)):          "glm_ui-service",
 	} {
@@ -224,6 +227,9 @@ func TestImportedConfigRuns(t *testing.T) {
 	}
 	if code := post(""); code != 401 {
 		t.Errorf("no key: %d, want 401", code)
+	}
+	if code := post("sk-your-secure-api-key-here"); code != 401 {
+		t.Errorf("the tutorial's published placeholder key: %d, want 401", code)
 	}
 	if st, err := os.Stat(sock); err != nil || st.Mode().Type() != os.ModeSocket {
 		t.Errorf("vLLM socket %s: %v", sock, err)

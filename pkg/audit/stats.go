@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"sort"
 	"strconv"
@@ -23,12 +24,15 @@ type StatsReport struct {
 	Lines      int       `json:"lines"`
 	BadLines   int       `json:"bad_lines"`             // lines that are not audit records (never fatal)
 	BadSamples []string  `json:"bad_samples,omitempty"` // file:line of the first few
-	Requests   int       `json:"requests"`
-	Errors     int       `json:"errors"`     // status >= 500, or an error without a status
-	ErrorRate  float64   `json:"error_rate"` // Errors / Requests
-	Rejected   int       `json:"rejected"`   // refused by the guard (4xx or a limit)
-	Unfinished int       `json:"unfinished"` // received with no completed record (in flight or crash)
-	Admin      int       `json:"admin"`
+	// BadFiles are files damaged part-way (a corrupt or cut .gz, a read
+	// error): "file: why". Their records before the damage are counted.
+	BadFiles   []string `json:"bad_files,omitempty"`
+	Requests   int      `json:"requests"`
+	Errors     int      `json:"errors"`     // status >= 500, or an error without a status
+	ErrorRate  float64  `json:"error_rate"` // Errors / Requests
+	Rejected   int      `json:"rejected"`   // refused by the guard (4xx or a limit)
+	Unfinished int      `json:"unfinished"` // received with no completed record (in flight or crash)
+	Admin      int      `json:"admin"`
 
 	Paths      map[string]*PathStats `json:"paths"`
 	Keys       map[string]*KeyStats  `json:"keys"`
@@ -84,7 +88,8 @@ const topClients = 10
 
 // ReadStats summarises the records of files (plain or .gz, any order) with
 // a time at or after since (zero: all). Lines that are not records are
-// counted, never fatal; an unreadable file is an error.
+// counted, never fatal, and so is a file damaged part-way (BadFiles); a file
+// that cannot be opened (missing, permission) is an error.
 func ReadStats(files []string, since time.Time) (*StatsReport, error) {
 	s := &StatsReport{
 		Files: files, Since: since,
@@ -93,8 +98,13 @@ func ReadStats(files []string, since time.Time) (*StatsReport, error) {
 		clients: map[string]int{}, pending: map[string]bool{}, TopClients: []ClientCount{},
 	}
 	for _, f := range files {
-		if err := s.readFile(f); err != nil {
+		err := s.readFile(f)
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
 			return s, err
+		default:
+			s.BadFiles = append(s.BadFiles, err.Error())
 		}
 	}
 	s.finish()
@@ -315,6 +325,9 @@ func (s *StatsReport) WriteText(out io.Writer) error {
 	}
 	if s.BadLines > 0 {
 		p("\n%d of %d lines are not audit records (first: %v)\n", s.BadLines, s.Lines, s.BadSamples)
+	}
+	for _, b := range s.BadFiles {
+		p("damaged file, read up to the damage: %s\n", b)
 	}
 	return tw.Flush()
 }

@@ -1,10 +1,13 @@
 package audit
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +116,45 @@ func TestReadStats(t *testing.T) {
 	all, err := ReadStats(files, time.Time{})
 	if err != nil || all.Requests != 105 || all.Paths["/v1/models"].Calls != 1 {
 		t.Fatalf("without --since: %v %+v", err, all)
+	}
+}
+
+// TestReadStatsDamagedFile: a .gz cut short (a copy interrupted, a full
+// disk) is reported as a damaged file and the records before the damage are
+// counted; the other files are read as usual. A missing file is an error.
+func TestReadStatsDamagedFile(t *testing.T) {
+	dir := t.TempDir()
+	var plain bytes.Buffer
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&plain, `{"time":"2026-11-25T10:00:00Z","stage":"completed","request_id":"r%d","key":"k","path":"/v1/models","status":200,"prev":"","hash":""}`+"\n", i)
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(plain.Bytes())
+	zw.Close()
+	cut := filepath.Join(dir, "audit.log.1.gz")
+	if err := os.WriteFile(cut, z.Bytes()[:z.Len()/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(dir, "audit.log")
+	if err := os.WriteFile(live, plain.Bytes()[:plain.Len()/200], 0o600); err != nil { // one record
+		t.Fatal(err)
+	}
+	s, err := ReadStats([]string{cut, live}, time.Time{})
+	if err != nil {
+		t.Fatalf("a damaged file must not stop stats: %v", err)
+	}
+	if len(s.BadFiles) != 1 || !strings.HasPrefix(s.BadFiles[0], "audit stats: "+cut) {
+		t.Fatalf("bad files %q, want the cut .gz", s.BadFiles)
+	}
+	if s.Requests < 2 || s.Requests > 200 {
+		t.Fatalf("requests %d: want the live file's record and the readable part of the .gz", s.Requests)
+	}
+	var text bytes.Buffer
+	if err := s.WriteText(&text); err != nil || !strings.Contains(text.String(), "damaged file") {
+		t.Fatalf("text report does not name the damaged file (%v):\n%s", err, text.String())
+	}
+	if _, err := ReadStats([]string{filepath.Join(dir, "missing.log")}, time.Time{}); err == nil {
+		t.Fatal("a missing file must be an error")
 	}
 }

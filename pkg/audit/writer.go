@@ -377,6 +377,11 @@ func (req *request) finish(r *Record, err error) error {
 	return err
 }
 
+// Level returns the configured audit level (metadata, request or
+// request_response), so that callers fill the bodies the level keeps and
+// skip the cost of those it drops.
+func (w *Writer) Level() string { return w.cfg.Level }
+
 // Err returns the last write failure while writing fails, nil once a write
 // succeeded again (for readiness checks).
 func (w *Writer) Err() error {

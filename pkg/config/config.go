@@ -51,6 +51,9 @@ type GPU struct {
 	// ReleaseTimeout bounds the wait for a stopped program's PIDs to leave the
 	// GPUs before it is started again (default 2m).
 	ReleaseTimeout time.Duration
+	// RestartOnXID restarts the programs using a GPU when NVML reports a
+	// critical XID event on it (default false: log and count only).
+	RestartOnXID bool
 }
 
 // Restart policies.

@@ -110,7 +110,7 @@ func TestFullConfig(t *testing.T) {
 		Log:     Log{Level: "debug", Format: "json"},
 		Control: Control{Socket: "/tmp/glmctl/ctl.sock"},
 		Metrics: &Metrics{Listen: "127.0.0.1:9500", BearerTokenFile: "/etc/glmctl/metrics.token"},
-		GPU:     &GPU{Required: false, Count: 4, MinFreeMemory: 70 << 30, ReleaseTimeout: 90 * time.Second},
+		GPU:     &GPU{Required: false, Count: 4, MinFreeMemory: 70 << 30, ReleaseTimeout: 90 * time.Second, RestartOnXID: true},
 		Programs: []*Program{
 			{
 				Name:         "vllm",

@@ -51,6 +51,7 @@ func owners() map[string][]string {
 		"required": {"gpu"}, "count": {"gpu"}, "min_free_memory": {"gpu"}, "release_timeout": {"gpu"},
 		"command": {"program \"NAME\""}, "upstream": {"guard"}, "keys_file": {"guard"},
 		"limits_file": {"guard"}, "path": {"audit"}, "on_error": {"audit"}, "fsync": {"audit"},
+		"restart_on_xid": {"gpu"},
 	}
 }
 
@@ -161,6 +162,7 @@ func (d *decoder) gpu(s *section) *GPU {
 	}
 	s.size("min_free_memory", &g.MinFreeMemory)
 	s.duration("release_timeout", &g.ReleaseTimeout, true)
+	s.boolean("restart_on_xid", &g.RestartOnXID)
 	s.finish(nil)
 	return g
 }

@@ -56,10 +56,16 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("remove stale control socket: %w", err)
 		}
 	}
-	// Create the socket with a restrictive umask-equivalent: chmod right after
-	// bind leaves a window, so bind inside a 0700 temp name and rename.
-	tmp := s.path + ".tmp" + strconv.Itoa(os.Getpid())
-	_ = os.Remove(tmp)
+	// Bind inside a fresh 0700 directory, chmod, then rename into place: a
+	// chmod right after a bind at the final path would leave a moment in
+	// which anyone could connect (and a process-wide umask would race with
+	// other goroutines creating files).
+	tmpDir, err := os.MkdirTemp(dir, ".sock")
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp := filepath.Join(tmpDir, "s")
 	ln, err := net.Listen("unix", tmp)
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
@@ -93,7 +99,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = s.srv.Shutdown(shutCtx)
+	if err := s.srv.Shutdown(shutCtx); err != nil {
+		// `logs -f` and waiting actions are still connected: cut them off
+		// rather than leave their handlers running after Run returns.
+		_ = s.srv.Close()
+	}
 	_ = os.Remove(s.path)
 	return nil
 }

@@ -49,6 +49,12 @@ type Daemon struct {
 
 	mu  sync.Mutex // guards cfg
 	cfg *config.Config
+	// reloadMu serialises reloads (SIGHUP and `glmctl reload` may coincide).
+	reloadMu sync.Mutex
+
+	xidMu         sync.Mutex
+	xidRestarting map[string]bool // programs being restarted after an XID
+	xidRestarts   sync.WaitGroup
 
 	audit   *audit.Writer
 	reloads *guard.ReloadMetrics // glmctl_config_last_reload_*: the HCL file, keys, limits
@@ -108,6 +114,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			}
 		} else {
 			d.registry.MustRegister(gpu.NewCollector(d.gpus))
+			// Before a GPU program starts again, wait for its previous
+			// run's processes to leave the GPUs (vLLM's orphaned workers).
+			lopts.AwaitRelease = gpu.ReleaseHook(d.gpus, cfg.GPU, d.logger.Named("gpu"))
 		}
 		lopts.PreStart = gpu.PreStartHook(d.gpus, d.gpuErr, cfg.GPU, d.logger.Named("gpu"))
 	}
@@ -203,7 +212,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.gpus != nil {
 		defer d.gpus.Close()
 		g.Go(func() error {
-			if err := d.gpus.WatchXID(gctx, nil); err != nil {
+			if err := d.gpus.WatchXID(gctx, d.onXID(gctx)); err != nil {
 				d.logger.Warn("XID events cannot be watched", "error", err)
 			}
 			return nil
@@ -212,7 +221,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.Go(func() error { d.notify.Run(gctx, d.statusLine); return nil })
 
 	d.notify.Ready()
-	d.logger.Info("glmctl up", "control", d.cfg.Control.Socket, "programs", len(d.cfg.Programs))
+	cfg := d.config() // a SIGHUP may already be reloading it
+	d.logger.Info("glmctl up", "control", cfg.Control.Socket, "programs", len(cfg.Programs))
 	go func() { supDone <- d.sup.Run(progCtx) }()
 
 	var supErr error
@@ -228,6 +238,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if supDone != nil {
 		supErr = <-supDone
 	}
+	d.xidRestarts.Wait()
 	if err == nil {
 		err = supErr
 	}
@@ -271,7 +282,14 @@ func (d *Daemon) handleSignals(ctx context.Context) error {
 // Reload re-reads the configuration: changed programs restart, removed ones
 // stop, new ones start, unchanged ones are untouched; the guard re-reads its
 // key and limit files. An invalid config is rejected and the old one kept.
+//
+// Once the new config is accepted, the reload runs to completion even if ctx
+// is cancelled (a CLI that gives up waiting): stopping changed programs and
+// then not starting them again would leave them down with the old config.
 func (d *Daemon) Reload(ctx context.Context) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	ctx = context.WithoutCancel(ctx)
 	d.notify.Reloading()
 	defer d.notify.Ready()
 	cfg := d.config()

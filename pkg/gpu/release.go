@@ -7,6 +7,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/glmctl/glmctl/pkg/config"
 )
 
 // ErrStillHeld is wrapped by WaitReleased's error when the processes still
@@ -65,6 +69,31 @@ func (m *Monitor) WaitReleased(ctx context.Context, pids []int, timeout time.Dur
 			return fmt.Errorf("%w: %s: %w", ErrStillHeld, formatHolders(held), cause)
 		case <-tick.C:
 		}
+	}
+}
+
+// ReleaseHook returns the launcher's AwaitRelease hook on m (nil m: a hook
+// that does nothing). Before a program with gpus starts again it waits, up
+// to cfg.ReleaseTimeout (0: no wait), until none of the previous run's PIDs
+// holds memory on any GPU: vLLM's workers otherwise make the new run fail
+// for lack of memory. When they still hold it, the start fails with which
+// PID holds how much on which GPU if cfg.Required, else it is logged and
+// the program starts anyway.
+func ReleaseHook(m *Monitor, cfg *config.GPU, logger hclog.Logger) func(ctx context.Context, p *config.Program, pids []int) error {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return func(ctx context.Context, p *config.Program, pids []int) error {
+		if m == nil || cfg == nil || cfg.ReleaseTimeout <= 0 || len(p.GPUs) == 0 {
+			return nil
+		}
+		err := m.WaitReleased(ctx, pids, cfg.ReleaseTimeout)
+		if err == nil || ctx.Err() != nil || cfg.Required {
+			return err
+		}
+		logger.Warn("previous run still holds GPU memory, starting anyway (gpu.required = false)",
+			"program", p.Name, "problem", err.Error())
+		return nil
 	}
 }
 

@@ -16,8 +16,13 @@ var _ Auditor = (*audit.Writer)(nil)
 
 func openAuditFile(t testing.TB) (*audit.Writer, string) {
 	t.Helper()
+	return openAuditFileLevel(t, audit.LevelMetadata)
+}
+
+func openAuditFileLevel(t testing.TB, level string) (*audit.Writer, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "audit.log")
-	w, err := audit.Open(&config.Audit{Path: path, OnError: "reject", Fsync: "interval", Level: "metadata"}, audit.Options{})
+	w, err := audit.Open(&config.Audit{Path: path, OnError: "reject", Fsync: "interval", Level: level}, audit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +39,7 @@ func TestAuditFileNeverHoldsAKey(t *testing.T) {
 	h.do(t, "POST", "/v1/chat/completions", "sk-wrong-0123456789abcdefghij", chatBody("m", 10, false))
 	resp, _ := h.do(t, "POST", "/v1/chat/completions", keyUser2, chatBody("glm-4.7-flash", 10, true))
 	id := resp.Header.Get("X-Request-Id")
-	waitFor(t, 5*time.Second, "completed record in the file", func() bool {
+	waitFor(t, 15*time.Second, "completed record in the file", func() bool {
 		b, _ := os.ReadFile(path)
 		return strings.Count(string(b), id) == 2
 	})
@@ -53,6 +58,66 @@ func TestAuditFileNeverHoldsAKey(t *testing.T) {
 	}
 	if n := strings.Count(log, `"stage":"completed"`); n != 3 {
 		t.Fatalf("%d completed records, want 3:\n%s", n, log)
+	}
+}
+
+// TestAuditLevelsStoreBodies: audit level "request" puts the client's
+// request body (as sent, not as rewritten for upstream) in the received
+// record; "request_response" puts the response body, streams included, in
+// the completed record; "metadata" stores neither. Long bodies are cut.
+func TestAuditLevelsStoreBodies(t *testing.T) {
+	records := func(t *testing.T, path, id string) map[string]audit.Record {
+		t.Helper()
+		out := map[string]audit.Record{}
+		waitFor(t, 15*time.Second, "both records of "+id, func() bool {
+			recs, err := audit.Tail([]string{path}, 100, audit.Filter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				if r.RequestID == id {
+					out[r.Stage] = r
+				}
+			}
+			return len(out) == 2
+		})
+		return out
+	}
+	for _, level := range []string{audit.LevelMetadata, audit.LevelRequest, audit.LevelRequestResponse} {
+		t.Run(level, func(t *testing.T) {
+			w, path := openAuditFileLevel(t, level)
+			h := newHarness(t, withAuditor(w), func(cfg *config.Guard, _ *harness) { cfg.MaxBody = 1 << 20 })
+			for _, stream := range []bool{false, true} {
+				body := chatBody("glm-4.7-flash", 10, stream)
+				resp, got := h.do(t, "POST", "/v1/chat/completions", keyUser2, body)
+				if resp.StatusCode != 200 {
+					t.Fatalf("%d %s", resp.StatusCode, got)
+				}
+				recs := records(t, path, resp.Header.Get("X-Request-Id"))
+				req, res := recs[audit.StageReceived].RequestBody, recs[audit.StageCompleted].ResponseBody
+				wantReq := level != audit.LevelMetadata
+				if (req != "") != wantReq || (wantReq && (!strings.Contains(req, `"messages"`) || strings.Contains(req, "include_usage"))) {
+					t.Errorf("stream %v: request body %q (want the client's own body: %v)", stream, req, wantReq)
+				}
+				wantRes := level == audit.LevelRequestResponse
+				if (res != "") != wantRes || (wantRes && res != string(got)) {
+					t.Errorf("stream %v: response body %q, want %v (what the client got: %q)", stream, res, wantRes, got)
+				}
+			}
+			if level != audit.LevelRequestResponse {
+				return
+			}
+			big := map[string]any{"model": "glm-4.7-flash", "max_tokens": 10,
+				"messages": []map[string]string{{"role": "user", "content": strings.Repeat("x", maxAuditBody)}}}
+			resp, got := h.do(t, "POST", "/v1/chat/completions", keyUser2, big)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%d %s", resp.StatusCode, got)
+			}
+			rec := records(t, path, resp.Header.Get("X-Request-Id"))[audit.StageReceived]
+			if !strings.HasSuffix(rec.RequestBody, truncatedMark) || len(rec.RequestBody) != maxAuditBody+len(truncatedMark) {
+				t.Errorf("a long body is kept whole or cut wrong: %d bytes", len(rec.RequestBody))
+			}
+		})
 	}
 }
 

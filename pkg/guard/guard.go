@@ -23,6 +23,7 @@ import (
 
 	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/pkg/jsonc"
 	"github.com/glmctl/glmctl/pkg/keys"
 )
 
@@ -32,6 +33,15 @@ import (
 // on_error = "continue" returns nil instead.
 type Auditor interface {
 	Write(ctx context.Context, r *audit.Record) error
+}
+
+// Leveler is implemented by an Auditor that stores bodies at some levels
+// (audit.Writer): with "request" the guard puts the client's request body in
+// the received record, with "request_response" the response body in the
+// completed record too (each cut at 64 KiB). An Auditor without it gets
+// metadata only.
+type Leveler interface {
+	Level() string
 }
 
 // Deps are the guard's collaborators.
@@ -49,14 +59,17 @@ type Deps struct {
 
 // Guard is the authenticating, throttling, auditing proxy.
 type Guard struct {
-	cfg    *config.Guard
-	log    hclog.Logger
-	audit  Auditor
-	ready  func() bool
-	store  Store
-	global GlobalLimit
-	up     upstream
-	proxy  *httputil.ReverseProxy
+	cfg   *config.Guard
+	log   hclog.Logger
+	audit Auditor
+	// auditLevel is the Auditor's level when it tells one (see Leveler):
+	// it decides which bodies the guard hands to the audit records.
+	auditLevel string
+	ready      func() bool
+	store      Store
+	global     GlobalLimit
+	up         upstream
+	proxy      *httputil.ReverseProxy
 	// transport is the proxy's connection pool to the upstream.
 	transport *http.Transport
 	trusted   []netip.Prefix
@@ -69,6 +82,9 @@ type Guard struct {
 	addr   atomic.Pointer[net.Addr]
 	reload sync.Mutex // serialises reloads
 	sums   map[string][sha256.Size]byte
+	// keyFile is the keys file as last loaded (under reload), to tell
+	// what a reload changed.
+	keyFile *keys.File
 
 	readHeaderTimeout time.Duration // slow-header cut-off (10s; tests shorten it)
 }
@@ -144,6 +160,9 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	}
 	if g.log == nil {
 		g.log = hclog.NewNullLogger()
+	}
+	if l, ok := deps.Audit.(Leveler); ok {
+		g.auditLevel = l.Level()
 	}
 	g.log = g.log.Named("guard")
 	if g.store == nil {
@@ -299,16 +318,24 @@ func (g *Guard) changed(path string, force bool) ([]byte, [sha256.Size]byte, boo
 
 func (g *Guard) loadKeys(first bool) error {
 	g.reload.Lock()
-	defer g.reload.Unlock()
+	recs, err := g.loadKeysLocked(first)
+	g.reload.Unlock()
+	g.writeAdmin(recs) // outside the lock: a slow audit log never holds up reloads
+	return err
+}
+
+// loadKeysLocked loads the keys file (g.reload held) and returns the admin
+// records of what a reload changed.
+func (g *Guard) loadKeysLocked(first bool) ([]*audit.Record, error) {
 	path := g.cfg.KeysFile
 	src, sum, changed, err := g.changed(path, first)
 	if err != nil {
 		g.m.reloaded(path, false)
 		g.log.Error("keys file unreadable; keeping the previous keys", "file", path, "error", err)
-		return fmt.Errorf("keys file: %w", err)
+		return nil, fmt.Errorf("keys file: %w", err)
 	}
 	if !changed {
-		return nil
+		return nil, nil
 	}
 	f, warns, err := keys.Parse(src)
 	for _, w := range warns {
@@ -316,10 +343,12 @@ func (g *Guard) loadKeys(first bool) error {
 	}
 	if err != nil {
 		g.m.reloaded(path, false)
-		if !first {
-			g.log.Error("keys file invalid; keeping the previous keys", "file", path, "error", err)
+		err = fmt.Errorf("keys file: %w", jsonc.InFile(path, err))
+		if first {
+			return nil, err
 		}
-		return fmt.Errorf("keys file %s: %w", path, err)
+		g.log.Error("keys file invalid; keeping the previous keys", "file", path, "error", err)
+		return []*audit.Record{{Stage: audit.StageAdmin, Action: ActionKeysInvalid, Target: path, Error: err.Error()}}, err
 	}
 	set := keys.NewSet(f)
 	g.keys.Store(set)
@@ -329,10 +358,15 @@ func (g *Guard) loadKeys(first bool) error {
 	if err := g.store.Retain(context.Background(), set.Has); err != nil {
 		g.log.Warn("could not forget limit state of removed keys", "error", err)
 	}
-	if !first {
-		g.log.Info("keys reloaded", "file", path, "keys", set.Len())
+	var recs []*audit.Record
+	if !first && g.keyFile != nil {
+		recs = keyChanges(g.keyFile, f)
 	}
-	return nil
+	g.keyFile = f
+	if !first {
+		g.log.Info("keys reloaded", "file", path, "keys", set.Len(), "changes", len(recs))
+	}
+	return recs, nil
 }
 
 func (g *Guard) loadLimits(first bool) error {
@@ -342,15 +376,25 @@ func (g *Guard) loadLimits(first bool) error {
 		return nil
 	}
 	g.reload.Lock()
-	defer g.reload.Unlock()
+	rec, err := g.loadLimitsLocked(path, first)
+	g.reload.Unlock()
+	if rec != nil {
+		g.writeAdmin([]*audit.Record{rec})
+	}
+	return err
+}
+
+// loadLimitsLocked loads the limits file (g.reload held) and returns the
+// admin record of a reload, if any.
+func (g *Guard) loadLimitsLocked(path string, first bool) (*audit.Record, error) {
 	src, sum, changed, err := g.changed(path, first)
 	if err != nil {
 		g.m.reloaded(path, false)
 		g.log.Error("limits file unreadable; keeping the previous limits", "file", path, "error", err)
-		return fmt.Errorf("limits file: %w", err)
+		return nil, fmt.Errorf("limits file: %w", err)
 	}
 	if !changed {
-		return nil
+		return nil, nil
 	}
 	l, warns, err := ParseLimits(src)
 	for _, w := range warns {
@@ -358,18 +402,21 @@ func (g *Guard) loadLimits(first bool) error {
 	}
 	if err != nil {
 		g.m.reloaded(path, false)
-		if !first {
-			g.log.Error("limits file invalid; keeping the previous limits", "file", path, "error", err)
+		err = fmt.Errorf("limits file: %w", jsonc.InFile(path, err))
+		if first {
+			return nil, err
 		}
-		return fmt.Errorf("limits file %s: %w", path, err)
+		g.log.Error("limits file invalid; keeping the previous limits", "file", path, "error", err)
+		return &audit.Record{Stage: audit.StageAdmin, Action: ActionLimitsFailed, Target: path, Error: err.Error()}, err
 	}
 	g.limits.Store(l)
 	g.sums[path] = sum
 	g.m.reloaded(path, true)
-	if !first {
-		g.log.Info("limits reloaded", "file", path, "entries", len(l.PerKey))
+	if first {
+		return nil, nil
 	}
-	return nil
+	g.log.Info("limits reloaded", "file", path, "entries", len(l.PerKey))
+	return &audit.Record{Stage: audit.StageAdmin, Action: ActionLimitsLoaded, Target: path}, nil
 }
 
 func (g *Guard) loadTLS(first bool) error {

@@ -45,6 +45,13 @@ type exchange struct {
 	route       string
 	authFailure string
 
+	// reqBody is the client's body, kept for the received record when
+	// the audit level stores request bodies; keepResp asks the response
+	// readers to keep the first maxAuditBody bytes in respBody.
+	reqBody  []byte
+	keepResp bool
+	respBody []byte
+
 	usageSeen        bool
 	promptTokens     int64
 	completionTokens int64
@@ -175,6 +182,9 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		x.bytesIn = int64(len(body))
+		if g.auditLevel == audit.LevelRequest || g.auditLevel == audit.LevelRequestResponse {
+			x.reqBody = body // inspect never changes these bytes
+		}
 		var req inferenceRequest
 		if body, req, msg = g.inspect(body, rt); msg != "" {
 			g.refuse(rw, x, http.StatusBadRequest, typeInvalidRequest, codeBadJSON, "body", msg)
@@ -218,9 +228,15 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 	// Record "received" before forwarding.
 	if g.audit != nil {
 		if err := g.audit.Write(r.Context(), g.record(r, x, audit.StageReceived, 0)); err != nil {
-			g.log.Error("audit record could not be written; refusing the request", "request_id", x.id, "error", err)
 			_ = g.store.Cancel(context.WithoutCancel(r.Context()), x.ticket)
 			x.admitted = false
+			if r.Context().Err() != nil {
+				// The client went away while its record was queued: nothing
+				// is wrong with the audit log, and nobody reads an answer.
+				x.errMsg = "client_closed"
+				return
+			}
+			g.log.Error("audit record could not be written; refusing the request", "request_id", x.id, "error", err)
 			rw.Header().Set("Retry-After", "1")
 			g.refuse(rw, x, http.StatusServiceUnavailable, typeServer, codeAuditDown, "audit", "The request cannot be audited right now; try again shortly.")
 			return
@@ -228,6 +244,7 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	x.body = body
+	x.keepResp = g.auditLevel == audit.LevelRequestResponse
 	out := r.WithContext(context.WithValue(r.Context(), ctxKey{}, x))
 	if body != nil {
 		out.Body = io.NopCloser(bytes.NewReader(body))
@@ -354,6 +371,8 @@ type inferenceRequest struct {
 	StreamOptions       json.RawMessage `json:"stream_options"`
 	MaxTokens           *int64          `json:"max_tokens"`
 	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	N                   *int64          `json:"n"`
+	BestOf              *int64          `json:"best_of"`
 	Messages            json.RawMessage `json:"messages"`
 	Prompt              json.RawMessage `json:"prompt"`
 	Input               json.RawMessage `json:"input"`
@@ -383,6 +402,9 @@ func (g *Guard) inspect(body []byte, rt route) ([]byte, inferenceRequest, string
 	if body = bytes.TrimSpace(body); len(body) == 0 || body[0] != '{' {
 		return nil, req, "The request body must be a JSON object."
 	}
+	if msg := ambiguousField(body); msg != "" {
+		return nil, req, msg
+	}
 	if rt.kind != routeInference {
 		return body, req, ""
 	}
@@ -401,7 +423,17 @@ func (g *Guard) inspect(body []byte, rt route) ([]byte, inferenceRequest, string
 	}
 	req.reserve = estimatePrompt(&req)
 	if rt.completion {
-		req.reserve += maxTokens
+		// n (and best_of) choices each generate up to max_tokens.
+		choices := int64(1)
+		for _, c := range []*int64{req.N, req.BestOf} {
+			if c != nil && *c > choices {
+				choices = *c
+			}
+		}
+		if choices > 1 && maxTokens > math.MaxInt64/choices {
+			return nil, req, "n × max_tokens is too large."
+		}
+		req.reserve += maxTokens * choices
 	}
 	if !req.Stream || !rt.completion {
 		return body, req, ""
@@ -432,6 +464,81 @@ func (g *Guard) inspect(body []byte, rt route) ([]byte, inferenceRequest, string
 		return nil, req, "The request body could not be re-encoded."
 	}
 	return nb, req, ""
+}
+
+// decidedFields are the top-level fields the guard decides on (allowlist,
+// reservation, usage). encoding/json matches names case-insensitively and
+// keeps the last duplicate; the model server (Python) matches exactly. A body
+// holding "model" twice, or "Model" beside "model", could make the guard
+// check one value while the server uses another (a model allowlist bypass),
+// so such bodies are refused.
+var decidedFields = [...]string{"model", "stream", "stream_options", "max_tokens",
+	"max_completion_tokens", "messages", "prompt", "input", "n", "best_of"}
+
+// ambiguousField returns a message for a 400 when a top-level name of the
+// JSON object body spells one of decidedFields in another case or repeats
+// it, else "". body is known to be a valid JSON object. It scans the bytes
+// once (no decoding): it runs on every inference request.
+func ambiguousField(body []byte) string {
+	var seen [len(decidedFields)]bool
+	depth, expectKey := 0, false
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; c {
+		case '"':
+			j, escaped := i+1, false
+			for ; j < len(body); j++ {
+				if escaped {
+					escaped = false
+				} else if body[j] == '\\' {
+					escaped = true
+				} else if body[j] == '"' {
+					break
+				}
+			}
+			if depth == 1 && expectKey {
+				expectKey = false
+				name := body[i+1 : min(j, len(body))]
+				if bytes.IndexByte(name, '\\') >= 0 && j < len(body) {
+					var u string
+					if json.Unmarshal(body[i:j+1], &u) == nil {
+						name = []byte(u)
+					}
+				}
+				if msg := checkName(name, &seen); msg != "" {
+					return msg
+				}
+			}
+			i = j
+		case '{', '[':
+			depth++
+			expectKey = depth == 1 && c == '{'
+		case '}', ']':
+			depth--
+		case ',':
+			expectKey = depth == 1
+		}
+	}
+	return ""
+}
+
+// checkName checks one top-level name against decidedFields.
+func checkName(name []byte, seen *[len(decidedFields)]bool) string {
+	if len(name) > len("max_completion_tokens") {
+		return ""
+	}
+	for i, f := range decidedFields {
+		if !strings.EqualFold(string(name), f) {
+			continue
+		}
+		if string(name) != f {
+			return fmt.Sprintf("The request body names %q: write it %q (field names are case-sensitive).", name, f)
+		}
+		if seen[i] {
+			return fmt.Sprintf("The request body gives %q more than once.", f)
+		}
+		seen[i] = true
+	}
+	return ""
 }
 
 // jsonProblem describes a JSON error without quoting the body.
@@ -502,6 +609,12 @@ func (g *Guard) record(r *http.Request, x *exchange, stage string, status int) *
 	if rec.Path == "" {
 		rec.Path = r.URL.EscapedPath() // refused before it was checked
 	}
+	switch {
+	case stage == audit.StageReceived && x.reqBody != nil:
+		rec.RequestBody = auditBody(x.reqBody)
+	case stage == audit.StageCompleted && x.keepResp:
+		rec.ResponseBody = auditBody(x.respBody)
+	}
 	if x.key != nil {
 		rec.Key, rec.Role = x.key.Name, x.key.Role
 	}
@@ -552,6 +665,30 @@ func (g *Guard) finish(rw *recorder, r *http.Request, x *exchange) {
 	if err := g.audit.Write(ctx, rec); err != nil {
 		g.log.Error("audit completed record could not be written", "request_id", x.id, "error", err)
 	}
+}
+
+// maxAuditBody bounds the bytes of a body an audit record keeps (audit
+// levels request and request_response); longer bodies are cut and marked.
+const maxAuditBody = 64 << 10
+
+// truncatedMark ends a body cut at maxAuditBody.
+const truncatedMark = "…[truncated]"
+
+// auditBody renders a body for an audit record, cut at maxAuditBody.
+func auditBody(b []byte) string {
+	if len(b) > maxAuditBody {
+		return string(b[:maxAuditBody]) + truncatedMark
+	}
+	return string(b)
+}
+
+// keepBody appends p to the response body kept for the audit record, up to
+// one byte past maxAuditBody (so auditBody knows it was cut).
+func (x *exchange) keepBody(p []byte) {
+	if !x.keepResp || len(x.respBody) > maxAuditBody {
+		return
+	}
+	x.respBody = append(x.respBody, p[:min(len(p), maxAuditBody+1-len(x.respBody))]...)
 }
 
 // limitName keeps only limiter reasons for the audit record's limit field.

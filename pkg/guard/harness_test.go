@@ -69,7 +69,7 @@ func (m *memAudit) byID(id string) []audit.Record {
 func (m *memAudit) completed(t testing.TB, id string) []audit.Record {
 	t.Helper()
 	var recs []audit.Record
-	waitFor(t, 5*time.Second, "completed audit record", func() bool {
+	waitFor(t, 15*time.Second, "completed audit record", func() bool {
 		recs = m.byID(id)
 		return len(recs) > 0 && recs[len(recs)-1].Stage == audit.StageCompleted
 	})
@@ -97,6 +97,20 @@ type harness struct {
 	runDone  chan error
 	keysPath string
 	auditor  Auditor // what the guard writes to; default audit
+	store    Store   // the guard's limit store; nil: its default
+}
+
+// withStore makes the guard decide admissions with s.
+func withStore(s Store) harnessOpt {
+	return func(_ *config.Guard, h *harness) { h.store = s }
+}
+
+// frozenStore is an in-process store whose clock never moves, so a burst
+// arrives "within one refill interval" however slowly a loaded machine
+// delivers it.
+func frozenStore() *MemoryStore {
+	at := time.Unix(1_800_000_000, 0)
+	return NewMemoryStore(func() time.Time { return at })
 }
 
 // withAuditor makes the guard write to a instead of the in-memory log.
@@ -154,7 +168,7 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Output: h.logs, Level: hclog.Debug})
 	g, err := New(h.cfg, Deps{
-		Logger: logger, Registerer: h.reg, Audit: h.auditor,
+		Logger: logger, Registerer: h.reg, Audit: h.auditor, Store: h.store,
 		Ready: func() bool { h.readyMu.Lock(); defer h.readyMu.Unlock(); return *h.ready },
 	})
 	if err != nil {
@@ -166,7 +180,7 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	h.cancel = cancel
 	h.runDone = make(chan error, 1)
 	go func() { h.runDone <- g.Run(ctx) }()
-	waitFor(t, 5*time.Second, "guard listening", func() bool { return g.Addr() != nil })
+	waitFor(t, 15*time.Second, "guard listening", func() bool { return g.Addr() != nil })
 	h.url = "http://" + g.Addr().String()
 	t.Cleanup(func() {
 		cancel()

@@ -109,7 +109,7 @@ func ReadLimits(path string) (*Limits, []string, error) {
 	}
 	l, w, err := ParseLimits(src)
 	if err != nil {
-		return nil, w, fmt.Errorf("%s: %w", path, err)
+		return nil, w, jsonc.InFile(path, err)
 	}
 	return l, w, nil
 }

@@ -110,7 +110,7 @@ func TestMetricsLabels(t *testing.T) {
 		v, _ := series(t, h.reg, "glmctl_guard_requests_total", labels...)
 		return v
 	}
-	wait := func(what string, cond func() bool) { waitFor(t, 5*time.Second, what, cond) }
+	wait := func(what string, cond func() bool) { waitFor(t, 15*time.Second, what, cond) }
 
 	// user2 lists glm-4.7-flash: a known model; user1 lists none, so
 	// another model is "other" until the upstream reports it.
@@ -193,7 +193,7 @@ func TestMetricsUpstreamUnreachable(t *testing.T) {
 	if resp, _ := h.do(t, "POST", "/v1/chat/completions", keyUser1, chatBody("glm", 10, false)); resp.StatusCode != 502 {
 		t.Fatalf("status %d, want 502", resp.StatusCode)
 	}
-	waitFor(t, 5*time.Second, "upstream error counted", func() bool {
+	waitFor(t, 15*time.Second, "upstream error counted", func() bool {
 		v, _ := series(t, h.reg, "glmctl_guard_upstream_errors_total")
 		return v == 1
 	})

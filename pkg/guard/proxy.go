@@ -195,6 +195,7 @@ type usageReader struct {
 
 func (u *usageReader) Read(p []byte) (int, error) {
 	n, err := u.src.Read(p)
+	u.x.keepBody(p[:n])
 	if !u.skip && !u.over {
 		if len(u.buf)+n > maxUsageBody {
 			u.over, u.buf = true, nil
@@ -272,6 +273,7 @@ func (f *sseFilter) Read(p []byte) (int, error) {
 	}
 	n := copy(p, f.out)
 	f.out = f.out[n:]
+	f.x.keepBody(p[:n])
 	return n, nil
 }
 

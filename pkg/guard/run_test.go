@@ -70,7 +70,7 @@ func TestTLSAndCertificateReload(t *testing.T) {
 		t.Fatalf("%v %v", resp, err)
 	}
 	pool2 := writeCert(t, certPath, keyPath, "second")
-	waitFor(t, 2*time.Second, "new certificate served", func() bool {
+	waitFor(t, 15*time.Second, "new certificate served", func() bool {
 		resp, err := get(pool2)
 		return err == nil && resp.StatusCode == 200
 	})
@@ -96,9 +96,9 @@ func TestDrain(t *testing.T) {
 		resp.Body.Close()
 		res <- result{code: resp.StatusCode}
 	}()
-	waitFor(t, 5*time.Second, "request held upstream", func() bool { return h.up.inFlight.Load() == 1 })
+	waitFor(t, 15*time.Second, "request held upstream", func() bool { return h.up.inFlight.Load() == 1 })
 	h.cancel()
-	waitFor(t, 5*time.Second, "listener closed", func() bool {
+	waitFor(t, 15*time.Second, "listener closed", func() bool {
 		c, err := net.DialTimeout("tcp", h.g.Addr().String(), 100*time.Millisecond)
 		if err == nil {
 			c.Close()

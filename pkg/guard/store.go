@@ -194,6 +194,11 @@ func (s *MemoryStore) Admit(_ context.Context, a Ask) (Decision, error) {
 		d.Status.LimitTokens = a.Limit.TPM
 		d.Status.RemainingTokens = max(0, int64(tokenLevel))
 		d.Status.ResetTokens = tokenWait(float64(a.Limit.TPM)-tokenLevel, a.Limit.TPM)
+		// A reservation that can never fit is refused as such first, whatever
+		// else is exhausted now: a 429 would make SDKs retry it for nothing.
+		if a.Tokens > a.Limit.TPM {
+			return refuse(ReasonTooLarge, 0)
+		}
 	}
 	if a.Limit.RPM > 0 {
 		var ok bool
@@ -218,9 +223,6 @@ func (s *MemoryStore) Admit(_ context.Context, a Ask) (Decision, error) {
 		}
 	}
 	if a.Limit.TPM > 0 {
-		if a.Tokens > a.Limit.TPM {
-			return refuse(ReasonTooLarge, 0)
-		}
 		if tokenLevel < float64(a.Tokens) {
 			return refuse(ReasonTPM, tokenWait(float64(a.Tokens)-tokenLevel, a.Limit.TPM))
 		}

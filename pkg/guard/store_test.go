@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/glmctl/glmctl/pkg/config"
 )
 
 type fakeClock struct{ t time.Time }
@@ -167,5 +169,62 @@ func TestParseLimits(t *testing.T) {
 		if _, _, err := ParseLimits([]byte(src)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want %q", src, err, want)
 		}
+	}
+}
+
+// TestTooLargeWinsOverExhaustedLimits: a reservation that can never fit the
+// key's tpm is refused as request_too_large (413, not retryable) even while
+// the key's or the service's rpm is exhausted, which would otherwise give a
+// 429 that SDKs retry until the budget refills, only to get the 413 then.
+func TestTooLargeWinsOverExhaustedLimits(t *testing.T) {
+	_, s := newFake()
+	lim := Limit{RPM: 1, TPM: 1000}
+	glob := GlobalLimit{RPM: 1}
+	if d := admit(t, s, Ask{Key: "k", Limit: lim, Global: glob, Tokens: 10}); !d.Allowed {
+		t.Fatalf("first request: %+v", d)
+	}
+	if d := admit(t, s, Ask{Key: "k", Limit: lim, Global: glob, Tokens: 10}); d.Allowed || d.Reason != ReasonRPM {
+		t.Fatalf("rpm exhausted: got %+v, want %s", d, ReasonRPM)
+	}
+	d := admit(t, s, Ask{Key: "k", Limit: lim, Global: glob, Tokens: 1001})
+	if d.Allowed || d.Reason != ReasonTooLarge || d.RetryAfter != 0 {
+		t.Fatalf("never-fitting request while rpm is exhausted: got %+v, want %s", d, ReasonTooLarge)
+	}
+	d = admit(t, s, Ask{Key: "other", Limit: Limit{TPM: 1000}, Global: glob, Tokens: 1001})
+	if d.Allowed || d.Reason != ReasonTooLarge {
+		t.Fatalf("never-fitting request while the global rpm is exhausted: got %+v, want %s", d, ReasonTooLarge)
+	}
+}
+
+// TestReservationCountsChoices: n (or best_of) choices each generate up to
+// max_tokens, so the reservation is max_tokens × n; reserving one choice's
+// worth would let concurrent n=100 requests run far past the key's tpm
+// before any of them settles.
+func TestReservationCountsChoices(t *testing.T) {
+	g := &Guard{cfg: &config.Guard{DefaultMaxTokens: 100}}
+	rt := classify("/v1/chat/completions")
+	reserve := func(body string) int64 {
+		t.Helper()
+		_, req, msg := g.inspect([]byte(body), rt)
+		if msg != "" {
+			t.Fatalf("%s: %s", body, msg)
+		}
+		return req.reserve
+	}
+	one := reserve(`{"model":"m","prompt":"abcd","max_tokens":50}`)
+	if got := reserve(`{"model":"m","prompt":"abcd","max_tokens":50,"n":4}`); got != one+150 {
+		t.Errorf("n=4: reserve %d, want %d", got, one+150)
+	}
+	if got := reserve(`{"model":"m","prompt":"abcd","max_tokens":50,"n":1,"best_of":3}`); got != one+100 {
+		t.Errorf("best_of=3: reserve %d, want %d", got, one+100)
+	}
+	if got := reserve(`{"model":"m","prompt":"abcd","n":2}`); got != one-50+200 {
+		t.Errorf("n=2 with the default max_tokens: reserve %d, want %d", got, one-50+200)
+	}
+	if _, _, msg := g.inspect([]byte(`{"model":"m","max_tokens":9223372036854775807,"n":2}`), rt); msg == "" {
+		t.Error("an overflowing n × max_tokens was accepted")
+	}
+	if _, _, msg := g.inspect([]byte(`{"model":"m","max_tokens":5,"N":200}`), rt); msg == "" {
+		t.Error(`"N" beside the guard's "n" must be refused as ambiguous`)
 	}
 }

@@ -2,15 +2,18 @@ package guard
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/pkg/config"
 )
 
@@ -376,5 +379,110 @@ func TestClientAddressFromTrustedProxies(t *testing.T) {
 		if got := g.clientAddr(r); got != tc.want {
 			t.Errorf("%s / %q: got %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
+	}
+}
+
+// blockingAudit holds every "received" record until the request's context
+// ends, like a writer whose queue is stuck behind a slow disk.
+type blockingAudit struct {
+	memAudit
+	blocked atomic.Int64
+}
+
+func (b *blockingAudit) Write(ctx context.Context, r *audit.Record) error {
+	if r.Stage == audit.StageReceived {
+		b.blocked.Add(1)
+		<-ctx.Done()
+		return fmt.Errorf("audit write: %w", ctx.Err())
+	}
+	return b.memAudit.Write(ctx, r)
+}
+
+// TestClientGoneWhileAuditing: a client that disconnects while its received
+// record waits is not reported as an audit failure, is not forwarded, and
+// gives its admission back (rpm 1: the next request still passes).
+func TestClientGoneWhileAuditing(t *testing.T) {
+	ba := &blockingAudit{}
+	h := newHarness(t, withLimits(`{"rate_limits": {"limited": {"rpm": 1, "concurrency": 1}}}`), withAuditor(ba))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer "+keyLimit)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	waitFor(t, 15*time.Second, "received record blocked", func() bool { return ba.blocked.Load() == 1 })
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("the cancelled request got an answer")
+	}
+	var rec audit.Record
+	waitFor(t, 15*time.Second, "completed record", func() bool {
+		ba.mu.Lock()
+		defer ba.mu.Unlock()
+		for _, r := range ba.recs {
+			if r.Stage == audit.StageCompleted {
+				rec = r
+				return true
+			}
+		}
+		return false
+	})
+	if rec.Error != "client_closed" || rec.Status != 499 {
+		t.Errorf("completed record: error %q status %d, want client_closed 499", rec.Error, rec.Status)
+	}
+	if strings.Contains(h.logs.String(), "audit record could not be written") {
+		t.Errorf("a client that went away was logged as an audit failure:\n%s", h.logs.String())
+	}
+	if n := h.up.hits.Load(); n != 0 {
+		t.Fatalf("forwarded %d request(s) without a received record", n)
+	}
+	// The admission was given back: rpm 1 and concurrency 1 still have room.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel2()
+	d, err := h.g.store.Admit(ctx2, Ask{Key: "limited", Limit: Limit{RPM: 1, Concurrency: 1}})
+	if err != nil || !d.Allowed {
+		t.Fatalf("the abandoned request kept its admission: %+v %v", d, err)
+	}
+}
+
+// TestAmbiguousFieldsRefused: encoding/json matches names case-insensitively
+// and keeps the last duplicate; the model server matches exactly. A body
+// that spells a field the guard decides on twice, or in another case, would
+// let the guard check one model while the server serves another.
+func TestAmbiguousFieldsRefused(t *testing.T) {
+	h := newHarness(t)
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	for name, body := range map[string]string{
+		"case variant":      `{"model":"forbidden-model","Model":"glm-4.7-flash",` + msgs + `}`,
+		"duplicate":         `{"model":"glm-4.7-flash","model":"forbidden-model",` + msgs + `}`,
+		"escaped duplicate": `{"\u006dodel":"forbidden-model","model":"glm-4.7-flash",` + msgs + `}`,
+		"max_tokens case":   `{"model":"glm-4.7-flash","max_tokens":1,"MAX_TOKENS":100000,` + msgs + `}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			before := h.up.hits.Load()
+			resp, b := h.do(t, "POST", "/v1/chat/completions", keyUser2, body)
+			if e := errorBody(t, b); resp.StatusCode != 400 || e.Code != codeBadJSON {
+				t.Fatalf("got %d %+v, want 400 %s", resp.StatusCode, e, codeBadJSON)
+			}
+			if h.up.hits.Load() != before {
+				t.Fatal("an ambiguous body reached the upstream")
+			}
+		})
+	}
+	for name, body := range map[string]string{
+		"nested names":        `{"model":"glm-4.7-flash","messages":[{"role":"user","content":"x","Model":"other","model":"y"}]}`,
+		"names inside values": `{"model":"glm-4.7-flash","messages":[{"role":"user","content":"\",\"Model\":\"other\",\"model\":\""}]}`,
+		"other fields":        `{"model":"glm-4.7-flash","Temperature":0.5,"user":"u",` + msgs + `}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if resp, b := h.do(t, "POST", "/v1/chat/completions", keyUser2, body); resp.StatusCode != 200 {
+				t.Fatalf("got %d %s, want 200", resp.StatusCode, b)
+			}
+		})
 	}
 }

@@ -129,3 +129,36 @@ func locate(src []byte, dec *json.Decoder, err error) error {
 		return &Error{Line: line, Col: col, Msg: err.Error(), Err: err}
 	}
 }
+
+// fileError is an *Error located in a named file.
+type fileError struct {
+	path string
+	err  *Error
+}
+
+// Error returns "path:line:col: message".
+func (e *fileError) Error() string { return e.path + ":" + e.err.Error() }
+
+// Unwrap returns the located *Error.
+func (e *fileError) Unwrap() error { return e.err }
+
+// InFile prefixes every *Error in err (a single error or an errors.Join of
+// them) with path, so each reads "path:line:col: message", the form editors
+// and terminals jump to. Other errors are prefixed "path: ". errors.As still
+// finds the *Error. A nil err stays nil.
+func InFile(path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, InFile(path, e))
+		}
+		return errors.Join(out...)
+	}
+	if je, ok := err.(*Error); ok {
+		return &fileError{path: path, err: je}
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}

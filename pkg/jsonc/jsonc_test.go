@@ -74,3 +74,20 @@ func TestErrorPositions(t *testing.T) {
 		})
 	}
 }
+
+func TestInFile(t *testing.T) {
+	one := &Error{Line: 3, Col: 7, Msg: "bad"}
+	two := &Error{Line: 9, Col: 1, Msg: "worse"}
+	err := InFile("/etc/x.json", errors.Join(one, two, errors.New("plain")))
+	want := "/etc/x.json:3:7: bad\n/etc/x.json:9:1: worse\n/etc/x.json: plain"
+	if err.Error() != want {
+		t.Fatalf("got %q, want %q", err.Error(), want)
+	}
+	var je *Error
+	if !errors.As(err, &je) || je.Line != 3 {
+		t.Fatalf("errors.As lost the *Error: %v", je)
+	}
+	if InFile("p", nil) != nil {
+		t.Fatal("nil must stay nil")
+	}
+}

@@ -259,7 +259,7 @@ func ReadFile(path string) (*File, []Warning, error) {
 	}
 	f, w, err := Parse(src)
 	if err != nil {
-		return nil, w, fmt.Errorf("%s: %w", path, err)
+		return nil, w, jsonc.InFile(path, err)
 	}
 	return f, w, nil
 }

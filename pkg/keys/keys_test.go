@@ -228,3 +228,24 @@ func TestEditRotateKeepsOldKeyForGrace(t *testing.T) {
 		t.Fatal("Remove")
 	}
 }
+
+// TestReadFileErrorsNameFileLineCol: every problem of a bad keys file reads
+// "path:line:col: message", the form an operator's editor jumps to.
+func TestReadFileErrorsNameFileLineCol(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api_keys.json")
+	src := "{\"api_keys\": {\n  \"a\": 42,\n  \"b\": {\"sha256\": \"zz\"}\n}}"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := ReadFile(path)
+	if err == nil {
+		t.Fatal("a bad file loaded")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], path+":2:8: ") || !strings.HasPrefix(lines[1], path+":3:8: ") {
+		t.Fatalf("got %q, want one path:line:col line per problem", err.Error())
+	}
+	if strings.Contains(err.Error(), "zz") {
+		t.Fatalf("the error quotes a value from the file: %q", err.Error())
+	}
+}

@@ -40,6 +40,12 @@ type Options struct {
 	// OnEvent, when set, is called at every state transition, from the
 	// program's own goroutine: it must not block.
 	OnEvent func(Event)
+	// AwaitRelease, when set, runs before each start of a program with gpus
+	// that ran before, ahead of PreStart, with the host PIDs of the previous
+	// run's whole process tree (sampled while it ran and when it was asked
+	// to stop). It waits until they hold no GPU memory; an error is a failed
+	// start, shown in the program's status message.
+	AwaitRelease func(ctx context.Context, p *config.Program, pids []int) error
 }
 
 // Event is one state transition of a program.
@@ -77,6 +83,10 @@ type Supervisor struct {
 	progs map[string]*program
 	order []string // config order
 
+	// updateMu serialises Update: two reloads at once (SIGHUP and `glmctl
+	// reload`) would otherwise both add a new program and run it twice.
+	updateMu sync.Mutex
+
 	running chan struct{} // closed when Run starts
 	closed  chan struct{} // closed when Run is shutting down
 	runCtx  context.Context
@@ -88,6 +98,9 @@ type Supervisor struct {
 	stableAfter time.Duration
 	// outputGrace bounds the wait for a program's pipes after its keeper exited.
 	outputGrace time.Duration
+	// treeSample is how often the process tree of a program with gpus is
+	// sampled for AwaitRelease.
+	treeSample time.Duration
 }
 
 // New validates programs and returns a Supervisor for them; nothing runs
@@ -112,6 +125,7 @@ func New(programs []*config.Program, opts Options) (*Supervisor, error) {
 		running:     make(chan struct{}),
 		closed:      make(chan struct{}),
 		outputGrace: 2 * time.Second,
+		treeSample:  2 * time.Second,
 	}
 	for _, cfg := range progs {
 		s.progs[cfg.Name] = newProgram(s, cfg)
@@ -172,9 +186,23 @@ func (s *Supervisor) autostart(names []string) {
 	if len(names) == 0 {
 		return
 	}
+	// Mark the programs as about to start before this returns, so that an
+	// Update deciding what to restart counts them as active.
+	var marked []*program
+	for _, n := range names {
+		if p := s.progs[n]; p != nil {
+			p.pendingStarts.Add(1)
+			marked = append(marked, p)
+		}
+	}
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		defer func() {
+			for _, p := range marked {
+				p.pendingStarts.Add(-1)
+			}
+		}()
 		if err := s.startGraph(s.runCtx, names, true); err != nil && s.runCtx.Err() == nil {
 			s.log.Error("autostart", "error", err)
 		}
@@ -326,6 +354,8 @@ func (s *Supervisor) Update(ctx context.Context, programs []*config.Program) err
 	if err != nil {
 		return err
 	}
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
 	s.mu.Lock()
 	var removed, changed, added []string
 	newCfg := map[string]*config.Program{}
@@ -347,11 +377,20 @@ func (s *Supervisor) Update(ctx context.Context, programs []*config.Program) err
 	s.mu.Unlock()
 	s.log.Info("applying new program set", "added", added, "changed", changed, "removed", removed)
 
+	// The new config first, so that a start racing with this update (an
+	// autostart still under way) already uses it; then stop the changed
+	// programs and start again those that were active or about to start.
 	var restart []string
 	for _, n := range changed {
-		switch s.program(n).state() {
+		p := s.program(n)
+		_, _ = p.do(command{kind: cmdConfig, cfg: newCfg[n]})
+		switch p.state() {
 		case StateStarting, StateRunning, StateBackoff:
 			restart = append(restart, n)
+		default:
+			if p.pendingStarts.Load() > 0 {
+				restart = append(restart, n)
+			}
 		}
 	}
 	if err := s.stopGraph(ctx, append(slices.Clone(removed), changed...), false); err != nil {
@@ -361,9 +400,6 @@ func (s *Supervisor) Update(ctx context.Context, programs []*config.Program) err
 		p := s.program(n)
 		_, _ = p.do(command{kind: cmdQuit})
 		<-p.done
-	}
-	for _, n := range changed {
-		_, _ = s.program(n).do(command{kind: cmdConfig, cfg: newCfg[n]})
 	}
 
 	s.mu.Lock()

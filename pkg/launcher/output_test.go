@@ -84,7 +84,7 @@ func TestReopenLogs(t *testing.T) {
 	if err := h.s.Restart(ctxT(t, 10*time.Second), "p"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a line in the new file", func() bool {
+	waitFor(t, 20*time.Second, "a line in the new file", func() bool {
 		b, _ := os.ReadFile(path)
 		return strings.HasPrefix(string(b), "sleeping ")
 	})

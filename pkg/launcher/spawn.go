@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,12 +82,16 @@ type instance struct {
 	pendingSig syscall.Signal
 	killed     bool
 
-	stopAsked atomic.Bool   // signal or kill was called
-	pid       atomic.Int64  // the program's host PID
-	ready     atomic.Bool   // set by the loop once RUNNING: probes slow down
-	goAhead   chan struct{} // closed when the program should start
-	done      chan struct{}
-	started   time.Time // loop-owned
+	stopAsked atomic.Bool  // signal or kill was called
+	pid       atomic.Int64 // the program's host PID
+	prevPIDs  []int        // the previous run's tree; set by the loop before goAhead
+
+	treeMu  sync.Mutex
+	tree    []int         // latest sample of the program's host PIDs (gpu programs)
+	ready   atomic.Bool   // set by the loop once RUNNING: probes slow down
+	goAhead chan struct{} // closed when the program should start
+	done    chan struct{}
+	started time.Time // loop-owned
 
 	// Owned by the loop.
 	readyAt     time.Time
@@ -160,6 +165,8 @@ func (in *instance) runKeeper() (exitInfo, <-chan struct{}) {
 	early, launched := in.launch(k)
 	if !launched {
 		k.ctl.Close() // the keeper exits when its control pipe closes before a spec
+	} else if in.tracksTree() {
+		go in.sampleTreeLoop()
 	}
 
 	// The keeper closes its ends of all pipes once the program is over.
@@ -223,6 +230,15 @@ func (in *instance) launch(k *keeperProc) (info exitInfo, launched bool) {
 	env, cred, err := in.prepare()
 	if err != nil {
 		return exitInfo{code: -1, err: err, fatal: true}, false
+	}
+	if wait := in.p.sup.opts.AwaitRelease; wait != nil && len(in.cfg.GPUs) > 0 && len(in.prevPIDs) > 0 {
+		err := wait(in.ctx, in.cfg, in.prevPIDs)
+		if in.ctx.Err() != nil {
+			return canceled, false
+		}
+		if err != nil {
+			return exitInfo{code: -1, err: fmt.Errorf("gpu release: %w", err)}, false
+		}
 	}
 	if pre := in.p.sup.opts.PreStart; pre != nil {
 		extra, err := pre(in.ctx, in.cfg)
@@ -513,4 +529,59 @@ func (in *instance) kill() {
 			_ = k.Kill()
 		}
 	}()
+}
+
+// tracksTree reports whether the program's process tree is sampled: it has
+// gpus and the supervisor waits for their release between runs.
+func (in *instance) tracksTree() bool {
+	return in.p.sup.opts.AwaitRelease != nil && len(in.cfg.GPUs) > 0
+}
+
+// sampleTree records the host PIDs of every process of the program (the
+// keeper's descendants). While the main process runs and no stop was asked,
+// a sample replaces the last one (processes come and go); once it is
+// stopping or its main process is gone, samples only add to it, so that the
+// tree as it was is not replaced by the few processes still dying.
+func (in *instance) sampleTree() {
+	in.mu.Lock()
+	k := in.keeper
+	in.mu.Unlock()
+	if k == nil {
+		return
+	}
+	pids := descendants(k.Pid)
+	in.treeMu.Lock()
+	defer in.treeMu.Unlock()
+	if in.stopAsked.Load() || !slices.Contains(pids, int(in.pid.Load())) {
+		for _, pid := range in.tree {
+			if !slices.Contains(pids, pid) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	if len(pids) > 0 {
+		in.tree = pids
+	}
+}
+
+// sampleTreeLoop samples the tree at once and then every treeSample until
+// the instance ends (vLLM's engine and workers appear during the load).
+func (in *instance) sampleTreeLoop() {
+	t := time.NewTicker(in.p.sup.treeSample)
+	defer t.Stop()
+	for {
+		in.sampleTree()
+		select {
+		case <-in.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// treePIDs returns the latest sample of the program's PIDs, or nil.
+func (in *instance) treePIDs() []int {
+	in.treeMu.Lock()
+	defer in.treeMu.Unlock()
+	return slices.Clone(in.tree)
 }

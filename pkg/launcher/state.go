@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -104,6 +105,11 @@ type program struct {
 	probeFails  int
 	backoffSeq  int
 	backoff     *time.Timer
+	lastPIDs    []int // the previous run's process tree (gpu programs), for AwaitRelease
+
+	// pendingStarts counts autostarts under way that have not yet started
+	// the program (they may be waiting for its dependencies).
+	pendingStarts atomic.Int32
 
 	mu      sync.Mutex
 	conf    *config.Program // = cfg, for readers
@@ -240,6 +246,7 @@ func (p *program) spawn(auto bool) {
 		go in.run()
 	}
 	in.started = time.Now()
+	in.prevPIDs = p.lastPIDs // read by the instance after goAhead
 	close(in.goAhead)
 	p.cur = in
 	p.probeFails = 0
@@ -322,6 +329,9 @@ func (p *program) stopInstance() {
 		return
 	}
 	in.stopping = true
+	if in.tracksTree() {
+		in.sampleTree() // the tree as it is when asked to stop, workers included
+	}
 	in.signal(stopSignal(in.cfg))
 	in.stopTimer = time.AfterFunc(in.cfg.StopTimeout, func() { p.send(event{kind: evStopTimeout, in: in}) })
 }
@@ -429,6 +439,9 @@ func (p *program) onProbe(in *instance, r probeResult) {
 func (p *program) onExit(in *instance, info exitInfo) {
 	p.cur = nil
 	p.track(in) // its keeper may take a moment more to be reaped
+	if pids := in.treePIDs(); pids != nil {
+		p.lastPIDs = pids
+	}
 	if in.stopTimer != nil {
 		in.stopTimer.Stop()
 	}

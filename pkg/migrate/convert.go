@@ -163,6 +163,13 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 	if vp != nil {
 		vp.args, vf = takeVLLMFlags(vp.args)
 		vp.args = append(vp.args, "--uds", opts.Socket)
+		// VLLM_API_KEY in the environment is --api-key by another name: left
+		// there, vLLM would refuse the guard (which never forwards a key).
+		if v, ok := vp.sec.Get("environment"); ok {
+			if env, err := ParseEnv(v.Value); err == nil && env[vllmKeyEnv] != "" {
+				vf.apiKeys = append(vf.apiKeys, env[vllmKeyEnv])
+			}
+		}
 	} else {
 		notef("no vLLM program found (a command with vllm.entrypoints.openai.api_server or \"vllm serve\"): no guard block written")
 	}
@@ -200,10 +207,11 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 		if i > 0 {
 			name = fmt.Sprintf("%s-%d", ImportedKeyName, i+1)
 		}
-		if addKey(name, k, keys.RoleUser) {
-			if strings.Contains(k, "your") || strings.Contains(k, "here") || strings.Contains(k, "change") {
-				notef("key %q is the tutorial's placeholder secret: replace it now with glmctl keys rotate %s --grace 0 --file %s", name, name, opts.KeysPath)
-			}
+		if addKey(name, k, keys.RoleUser) && isPlaceholder(k) {
+			// A secret printed in a tutorial is known to everyone who read
+			// it: carry the name over, but never as a working key.
+			res.Keys.Entries[len(res.Keys.Entries)-1].Disabled = true
+			notef("key %q is the tutorial's placeholder secret, known to every reader: imported disabled; give its users a real key with glmctl keys new NAME --file %s", name, opts.KeysPath)
 		}
 	}
 	if opts.OldKeys != nil {
@@ -465,3 +473,19 @@ func setFlag(args []string, i int, name, value string) []string {
 	out[i+1] = value
 	return out
 }
+
+// isPlaceholder reports whether an --api-key value is a tutorial's
+// placeholder ("sk-your-secure-api-key-here", "change-me", …) rather than a
+// secret someone chose.
+func isPlaceholder(k string) bool {
+	l := strings.ToLower(k)
+	for _, w := range []string{"your-", "your_", "key-here", "changeme", "change-me", "change_me", "example", "placeholder"} {
+		if strings.Contains(l, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// vllmKeyEnv is the environment variable vLLM reads as its --api-key.
+const vllmKeyEnv = "VLLM_API_KEY"

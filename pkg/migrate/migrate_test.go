@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -121,8 +122,11 @@ func TestTutorialGolden(t *testing.T) {
 		t.Errorf("clear text in the new keys file:\n%s", kb)
 	}
 	set := keys.NewSet(res.Keys)
+	// The tutorial's published placeholder is carried over disabled.
+	if _, err := set.Lookup("sk-your-secure-api-key-here", time.Now()); !errors.Is(err, keys.ErrDisabled) {
+		t.Errorf("the tutorial's placeholder --api-key must be imported disabled, lookup gave %v", err)
+	}
 	for secret, name := range map[string]string{
-		"sk-your-secure-api-key-here":          ImportedKeyName,
 		"sk-abc123def456ghi789jkl012mno345pqr": "user1",
 		"sk-678stu901vwx234yza567bcd890efg123": "user2",
 		"sk-456hij789klm012nop345qrs678tuv901": "admin",
@@ -251,5 +255,46 @@ func TestCommentedCommand(t *testing.T) {
 	}
 	if k, err := keys.NewSet(res.Keys).Lookup("sk-a#b", time.Now()); err != nil || k.Name != ImportedKeyName {
 		t.Errorf("quoted # in the key: %v %v", k, err)
+	}
+}
+
+func TestIsPlaceholder(t *testing.T) {
+	for k, want := range map[string]bool{
+		"sk-your-secure-api-key-here": true,
+		"sk-changeme":                 true,
+		"EXAMPLE-KEY":                 true,
+		"sk-therealkey-0123456789":    false,
+		"sk-abc123def456ghi789jkl012": false,
+	} {
+		if got := isPlaceholder(k); got != want {
+			t.Errorf("isPlaceholder(%q) = %v, want %v", k, got, want)
+		}
+	}
+}
+
+// TestVLLMKeyFromEnvironment: VLLM_API_KEY in supervisord's environment is
+// --api-key by another name. Left in place, vLLM would answer 401 to the
+// guard, which never forwards a key: it moves, hashed, to the keys file.
+func TestVLLMKeyFromEnvironment(t *testing.T) {
+	src := `[program:llm]
+command=vllm serve /models/m --port 8000
+environment=HF_HOME="/srv/hf",VLLM_API_KEY="sk-from-the-env-0123456789"
+`
+	res, err := Supervisor([]byte(src), "x.conf", Options{KeysPath: "/o/k.json", UIKeyPath: "/o/ui.key", NewSecret: fakeSecrets()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(res.HCL, "x.hcl")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.HCL)
+	}
+	if llm := cfg.Program("llm"); llm.Env["VLLM_API_KEY"] != "" || llm.Env["HF_HOME"] != "/srv/hf" {
+		t.Errorf("env %v: VLLM_API_KEY must go, the rest stay", llm.Env)
+	}
+	if strings.Contains(string(res.HCL), "sk-from-the-env") {
+		t.Errorf("the key is in the HCL:\n%s", res.HCL)
+	}
+	if k, err := keys.NewSet(res.Keys).Lookup("sk-from-the-env-0123456789", time.Now()); err != nil || k.Name != ImportedKeyName {
+		t.Errorf("the environment's key is not in the new keys file: %v %v", k, err)
 	}
 }

@@ -66,6 +66,10 @@ func writeProgram(w *hclWriter, p, vp *program, vf *vllmFlags, opts Options, not
 		}
 		env = e
 	}
+	if _, ok := env[vllmKeyEnv]; ok && p.vllm {
+		delete(env, vllmKeyEnv)
+		w.note("%s removed from the environment: the guard checks keys now (it is in the new keys file, hashed) and vLLM, reached only through the guard, must not ask for one", vllmKeyEnv)
+	}
 	if p.ui {
 		env["OPENAI_API_KEY_FILE"] = opts.UIKeyPath
 		w.note("added OPENAI_API_KEY_FILE: this program's own key %q for the guard", p.name+"-service")
