@@ -99,20 +99,23 @@ type Writer struct {
 	failure   atomic.Pointer[error]
 
 	// Owned by the loop goroutine (and Open before it starts).
-	f          *os.File
-	dev, ino   uint64
-	size       int64 // bytes in f as far as we know
-	day        string
-	last       string // hash of the last record written
-	notes      []Record
-	dirty      bool // written since the last fsync
-	headHash   string
-	buf        []byte
-	failing    bool
-	lastErrLog time.Time
-	lost       int
-	rotateWait time.Time
-	newline    bool // a partial line is in the file: start with '\n'
+	f        *os.File
+	dev, ino uint64
+	// pathChecked is when ensureFile last checked that w.path still names
+	// the open file.
+	pathChecked time.Time
+	size        int64 // bytes in f as far as we know
+	day         string
+	last        string // hash of the last record written
+	notes       []Record
+	dirty       bool // written since the last fsync
+	headHash    string
+	buf         []byte
+	failing     bool
+	lastErrLog  time.Time
+	lost        int
+	rotateWait  time.Time
+	newline     bool // a partial line is in the file: start with '\n'
 }
 
 // Open opens (creating it 0600, its directory 0700) the audit log at
@@ -546,7 +549,6 @@ func (w *Writer) commit(batch []*request) error {
 	w.m.records.Add(float64(len(batch)))
 	w.m.bytes.Add(float64(n))
 	w.m.lastWrite.Set(float64(now.UnixNano()) / 1e9)
-	w.checkTruncated()
 	if w.cfg.Fsync == FsyncAlways {
 		if err := unix.Fdatasync(int(w.f.Fd())); err != nil {
 			return w.failed(fmt.Errorf("%w: fsync %s: %w", ErrWrite, w.path, err), len(batch))
@@ -583,15 +585,33 @@ func (w *Writer) recovered() {
 	}
 }
 
+// pathCheckEvery bounds how often the writer stats its path for a rename.
+const pathCheckEvery = 25 * time.Millisecond
+
 // ensureFile makes w.f the file at w.path: it reopens when the file was
 // renamed or removed under us (logrotate create without a signal, a removed
 // directory) or when an earlier open failed.
+//
+// Each batch costs one fstat(2) of the open file: a removed file (no links
+// left) is reopened before anything is written to it, and a file shrunk
+// under us is noted (copytruncate). Whether the path still names our file (a
+// rename by logrotate create) is checked at most every pathCheckEvery:
+// records written meanwhile land in the renamed file, which stays in the
+// chain, so nothing is lost.
 func (w *Writer) ensureFile() error {
 	if w.f != nil {
 		var st unix.Stat_t
-		err := unix.Stat(w.path, &st)
-		if err == nil && st.Dev == w.dev && st.Ino == w.ino {
-			return nil
+		if err := unix.Fstat(int(w.f.Fd()), &st); err == nil && st.Nlink > 0 {
+			w.noteSize(st.Size)
+			now := time.Now()
+			if now.Sub(w.pathChecked) < pathCheckEvery {
+				return nil
+			}
+			w.pathChecked = now
+			err := unix.Stat(w.path, &st)
+			if err == nil && st.Dev == w.dev && st.Ino == w.ino {
+				return nil
+			}
 		}
 		w.log.Info("audit log file was moved or removed; reopening", "path", w.path)
 		w.closeFile()
@@ -609,18 +629,26 @@ func (w *Writer) ensureFile() error {
 // queues a chain-break note, written at once.
 func (w *Writer) checkTruncated() {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(w.f.Fd()), &st); err != nil || st.Size == w.size {
+	if err := unix.Fstat(int(w.f.Fd()), &st); err != nil {
 		return
 	}
-	if st.Size > w.size {
-		w.log.Warn("audit log grew by writes that are not glmctl's", "path", w.path, "bytes", st.Size-w.size)
-		w.size = st.Size
+	w.noteSize(st.Size)
+}
+
+// noteSize compares the file's size on disk with what the writer wrote.
+func (w *Writer) noteSize(size int64) {
+	if size == w.size {
+		return
+	}
+	if size > w.size {
+		w.log.Warn("audit log grew by writes that are not glmctl's", "path", w.path, "bytes", size-w.size)
+		w.size = size
 		return
 	}
 	msg := fmt.Sprintf("audit log was truncated under glmctl (logrotate copytruncate?): %d bytes expected, %d found; "+
-		"records written between the copy and the truncation are lost; rotate with create + postrotate `glmctl audit reopen`", w.size, st.Size)
-	w.log.Error("audit hash chain broken: log truncated under the writer", "path", w.path, "expected_bytes", w.size, "found_bytes", st.Size)
-	w.size = st.Size
+		"records written between the copy and the truncation are lost; rotate with create + postrotate `glmctl audit reopen`", w.size, size)
+	w.log.Error("audit hash chain broken: log truncated under the writer", "path", w.path, "expected_bytes", w.size, "found_bytes", size)
+	w.size = size
 	w.notes = append(w.notes, Record{Stage: StageAdmin, Action: ActionChainBreak, Target: filepath.Base(w.path), Error: msg})
 	if err := w.commit(nil); err != nil {
 		w.log.Error("audit chain-break note not written yet", "error", err)
