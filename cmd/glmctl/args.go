@@ -77,24 +77,37 @@ func findCommand(cmds []*cli.Command, name string) *cli.Command {
 }
 
 // flagArity is 1 when the flag token a takes the next argument as its value.
+// Combined short options ("-fn 20", the app handles short options) take
+// one when their last letter does.
 func flagArity(flags []cli.Flag, a string) int {
 	if strings.Contains(a, "=") {
 		return 0
 	}
 	name := strings.TrimLeft(a, "-")
-	for _, f := range flags {
-		for _, n := range f.Names() {
-			if n != name {
-				continue
-			}
-			if bf, ok := f.(*cli.BoolFlag); ok && bf != nil {
-				return 0
-			}
-			return 1
+	if n, ok := arityOf(flags, name); ok {
+		return n
+	}
+	if !strings.HasPrefix(a, "--") && len(name) > 1 {
+		if n, ok := arityOf(flags, name[len(name)-1:]); ok {
+			return n
 		}
 	}
-	if name == "h" || name == "help" {
-		return 0
-	}
 	return 0
+}
+
+// arityOf is 1 for a flag named name that takes a value, 0 for a boolean
+// one; ok is false when no flag has that name.
+func arityOf(flags []cli.Flag, name string) (n int, ok bool) {
+	for _, f := range flags {
+		for _, fn := range f.Names() {
+			if fn != name {
+				continue
+			}
+			if bf, isBool := f.(*cli.BoolFlag); isBool && bf != nil {
+				return 0, true
+			}
+			return 1, true
+		}
+	}
+	return 0, false
 }

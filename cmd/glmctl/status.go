@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -31,10 +33,7 @@ func statusCommand() *cli.Command {
 			defer cancel()
 			st, err := cl.Status(ctx, c.Args().Slice()...)
 			if err != nil {
-				if re, ok := err.(*control.RemoteError); ok && re.Status == 404 {
-					return exit(1, err)
-				}
-				return controlErr(err)
+				return statusErr(err)
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
@@ -53,6 +52,20 @@ func statusCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// statusErr maps a failed status call to its exit code: 1 for an unknown
+// program, 4 for a daemon that cannot be reached or does not answer in time
+// (supervisorctl's code for a server it cannot talk to), else 1.
+func statusErr(err error) error {
+	var re *control.RemoteError
+	if errors.As(err, &re) && re.Status == http.StatusNotFound {
+		return exit(1, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return exit(4, fmt.Errorf("%w: no answer on the control socket: %w", control.ErrUnreachable, err))
+	}
+	return controlErr(err)
 }
 
 // printStatus writes aligned columns a supervisorctl user reads at once.

@@ -76,7 +76,10 @@ func (c *Client) do(ctx context.Context, method, path string, body, reply any) e
 }
 
 func (c *Client) dialErr(err error) error {
-	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EACCES) {
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("%w: %s: permission denied (the control socket is mode 0600: run this as the user that runs `glmctl up`, usually root)", ErrUnreachable, c.path)
+	}
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("%w: %s: %v (is `glmctl up` running with this config?)", ErrUnreachable, c.path, err)
 	}
 	var op *net.OpError

@@ -2,10 +2,13 @@ package control
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -82,5 +85,19 @@ func TestListenLeavesNoTemporaryFiles(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "glmctl.sock" {
 		t.Errorf("socket directory holds %v, want only glmctl.sock", names)
+	}
+}
+
+// TestPermissionDeniedSaysWhy: a user who may not open the 0600 socket is
+// told so, not asked whether the daemon runs.
+func TestPermissionDeniedSaysWhy(t *testing.T) {
+	c := NewClient("/run/glmctl/glmctl.sock")
+	err := c.dialErr(&net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES)})
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "is `glmctl up` running") {
+		t.Errorf("dialErr(EACCES) = %v", err)
+	}
+	err = c.dialErr(&net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "is `glmctl up` running") {
+		t.Errorf("dialErr(ECONNREFUSED) = %v", err)
 	}
 }

@@ -184,6 +184,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	defer d.closeAudit()
+	if d.gpus != nil {
+		defer d.gpus.Close() // also when a listener fails to open
+	}
 
 	if err := d.control.Listen(); err != nil {
 		return err
@@ -210,7 +213,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return d.handleSignals(gctx) })
 	if d.gpus != nil {
-		defer d.gpus.Close()
 		g.Go(func() error {
 			if err := d.gpus.WatchXID(gctx, d.onXID(gctx)); err != nil {
 				d.logger.Warn("XID events cannot be watched", "error", err)

@@ -26,6 +26,9 @@
 // pre-start hook runs before every start; its error counts as a failed start.
 // A program whose backoff.initial is under 50ms keeps a spare keeper forked
 // ahead of need, so a crash is followed by a restart within milliseconds.
+// With Options.AwaitRelease set, a program with gpus has its process tree
+// sampled while it runs (and when it is asked to stop); before its next
+// start the hook gets those PIDs, to wait until they hold no GPU memory.
 //
 // # Dependencies
 //

@@ -303,7 +303,8 @@ func (s *Supervisor) stopOne(ctx context.Context, p *program, quit bool) error {
 	if quit {
 		kind = cmdQuit
 	}
-	if _, err := p.do(command{kind: kind}); err != nil {
+	spawns0, err := p.do(command{kind: kind})
+	if err != nil {
 		if quit {
 			return nil // already gone
 		}
@@ -318,9 +319,14 @@ func (s *Supervisor) stopOne(ctx context.Context, p *program, quit bool) error {
 		}
 	}
 	for {
-		st, _, ch := p.watch()
+		st, spawns, ch := p.watchSpawns()
 		switch st.State {
 		case StateStopped, StateExited, StateFatal:
+			return nil
+		}
+		if spawns > spawns0 {
+			// A start that came after this stop already began a new run,
+			// so the run this stop was for has ended.
 			return nil
 		}
 		select {

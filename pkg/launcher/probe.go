@@ -30,11 +30,12 @@ type prober struct {
 	h      *config.Health
 	dir    string
 	env    []string
+	cred   *syscall.Credential // exec probes run as the program's user
 	client *http.Client
 }
 
-func newProber(h *config.Health, dir string, env []string) *prober {
-	p := &prober{h: h, dir: dir, env: env}
+func newProber(h *config.Health, dir string, env []string, cred *syscall.Credential) *prober {
+	p := &prober{h: h, dir: dir, env: env, cred: cred}
 	if h.HTTP != "" {
 		tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
 		if h.UnixSocket != "" {
@@ -99,7 +100,7 @@ func (p *prober) probeExec(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, p.h.Exec[0], p.h.Exec[1:]...)
 	cmd.Dir = p.dir
 	cmd.Env = p.env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
@@ -121,7 +122,7 @@ func (p *prober) probeExec(ctx context.Context) error {
 // probeLoop probes until the instance ends, reporting each result to the
 // program loop: quickly while starting, every interval once RUNNING.
 func (in *instance) probeLoop(h *config.Health) {
-	p := newProber(h, in.cfg.Directory, in.env)
+	p := newProber(h, in.cfg.Directory, in.env, in.cred)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

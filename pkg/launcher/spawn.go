@@ -68,9 +68,10 @@ func (e exitInfo) lastExit() *int {
 // instance is one run of a program: its keeper, pipes and readers. The
 // program loop owns it; its goroutines report back through events.
 type instance struct {
-	p   *program
-	cfg *config.Program
-	env []string
+	p    *program
+	cfg  *config.Program
+	env  []string
+	cred *syscall.Credential // the program's user; nil: glmctl's own
 
 	ctx    context.Context // cancelled when the instance is stopped or ends
 	cancel context.CancelFunc
@@ -250,7 +251,7 @@ func (in *instance) launch(k *keeperProc) (info exitInfo, launched bool) {
 		}
 		env = append(env, extra...)
 	}
-	in.env = env
+	in.env, in.cred = env, cred
 	spec := keeperSpec{Argv: in.cfg.Command, Dir: in.cfg.Directory, Env: env}
 	if cred != nil {
 		spec.UID, spec.GID, spec.Groups = &cred.Uid, cred.Gid, cred.Groups

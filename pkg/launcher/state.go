@@ -115,6 +115,7 @@ type program struct {
 	conf    *config.Program // = cfg, for readers
 	snap    Status
 	runs    int           // times it became RUNNING
+	spawns  int           // runs begun (instances spawned)
 	changed chan struct{} // closed and replaced at each change
 }
 
@@ -221,6 +222,12 @@ func (p *program) command(c command) {
 		case p.state() == StateBackoff, p.state() == StateStarting:
 			p.set(StateStopped, func(s *Status) { s.Message = "" })
 		}
+		// The waiter's stop is also done once a later start spawned a new
+		// run (which happens only after this one ended).
+		p.mu.Lock()
+		c.reply <- p.spawns
+		p.mu.Unlock()
+		return
 	case cmdConfig:
 		p.dropSpare()
 		p.cfg = c.cfg
@@ -247,6 +254,9 @@ func (p *program) spawn(auto bool) {
 	}
 	in.started = time.Now()
 	in.prevPIDs = p.lastPIDs // read by the instance after goAhead
+	p.mu.Lock()
+	p.spawns++
+	p.mu.Unlock()
 	close(in.goAhead)
 	p.cur = in
 	p.probeFails = 0
@@ -601,6 +611,14 @@ func (p *program) set(state string, f func(*Status)) {
 				PID: snap.PID, LastExit: snap.LastExit, Message: snap.Message})
 		}
 	}
+}
+
+// watchSpawns returns the snapshot, how many runs were begun, and a channel
+// closed at the next change.
+func (p *program) watchSpawns() (Status, int, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.snap, p.spawns, p.changed
 }
 
 // watch returns the snapshot, how many times it became RUNNING, and a

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"os/user"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -51,5 +52,57 @@ func TestConcurrentUpdatesAddOnce(t *testing.T) {
 	h.shutdown()
 	if n := countPIDs(t, pidFile); n != 1 {
 		t.Errorf("d started %d times, want once", n)
+	}
+}
+
+// TestStopOvertakenByStart: a Start that arrives while a Stop waits (the
+// program goes from STOPPING straight to STARTING) completes that Stop
+// instead of leaving it waiting for a STOPPED that never comes.
+func TestStopOvertakenByStart(t *testing.T) {
+	p := prog("p", selfCmd("ignore-term"))
+	p.StopTimeout = 500 * time.Millisecond
+	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	first := h.waitState("p", StateRunning, 20*time.Second)
+	stopErr := make(chan error, 1)
+	go func() { stopErr <- h.s.Stop(ctxT(t, 30*time.Second), "p") }()
+	h.waitState("p", StateStopping, 20*time.Second)
+	if err := h.s.Start(ctxT(t, 30*time.Second), "p"); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	select {
+	case err := <-stopErr:
+		if err != nil {
+			t.Errorf("Stop overtaken by Start: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop still waiting after the program was started again")
+	}
+	if st := h.status("p"); st.State != StateRunning || st.PID == first.PID {
+		t.Errorf("status = %+v, want RUNNING with a new pid (was %d)", st, first.PID)
+	}
+}
+
+// TestExecProbeRunsAsProgramUser: an exec health probe runs as the
+// program's user, not as glmctl's (root).
+func TestExecProbeRunsAsProgramUser(t *testing.T) {
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody on this machine")
+	}
+	p := prog("p", []string{"/bin/sh", "-c", "exec sleep 600"}) // the test binary may not be readable by nobody
+	p.User = "nobody"
+	p.Directory = "/"
+	p.Health = &config.Health{
+		Exec:     []string{"/bin/sh", "-c", `test "$(id -u)" = "` + nobody.Uid + `"`},
+		Interval: 100 * time.Millisecond, Timeout: 5 * time.Second, Failures: 1,
+	}
+	p.StartTimeout = 30 * time.Second
+	p.Autostart = false
+	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	if err := h.s.Start(ctxT(t, 60*time.Second), "p"); err != nil {
+		t.Fatalf("Start: %v (status %+v)", err, h.status("p"))
+	}
+	if st := h.status("p"); st.State != StateRunning || st.Health != HealthHealthy {
+		t.Errorf("status = %+v", st)
 	}
 }
