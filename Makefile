@@ -16,8 +16,8 @@ build: ## build bin/glmctl and the stand-in servers
 	$(GO) build -o $(BIN)/vllm-stub ./cmd/vllm-stub
 	$(GO) build -o $(BIN)/webui-stub ./cmd/webui-stub
 
-demo: build ## run glmctl on the embedded demo config (Ctrl-C stops it)
-	$(BIN)/glmctl up --demo
+demo: build ## build, then run the embedded demo in the foreground (Ctrl-C stops it)
+	exec $(BIN)/glmctl up --demo
 
 test: ## every test, with the race detector
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)

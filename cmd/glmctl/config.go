@@ -52,15 +52,6 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	return cfg, nil
 }
 
-// controlClient loads the config and returns a client for its control socket.
-func controlClient(c *cli.Context) (*control.Client, error) {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return nil, err
-	}
-	return control.NewClient(cfg.Control.Socket), nil
-}
-
 // controlCall sends one control request; daemon unreachable is exit code 4.
 func controlCall(c *cli.Context, method string, _ any, _ any) error {
 	cl, err := controlClient(c)

@@ -49,15 +49,24 @@ func run(args []string) int {
 	app := newApp()
 	err := app.Run(reorderArgs(app, args))
 	if err == nil {
+		if ue, ok := app.Metadata[usageKey].(error); ok {
+			err = ue
+		}
+	}
+	if err == nil {
 		return 0
 	}
 	code := 1
 	var ee *exitError
-	if errors.As(err, &ee) {
+	var ec cli.ExitCoder
+	switch {
+	case errors.As(err, &ee):
 		code = ee.code
 		if ee.err == nil {
 			return code
 		}
+	case errors.As(err, &ec):
+		code = ec.ExitCode()
 	}
 	fmt.Fprintf(os.Stderr, "Error: %v\n", err)
 	return code
@@ -87,7 +96,12 @@ func newApp() *cli.App {
 			versionCommand(),
 			stubCommand(),
 		},
-		OnUsageError: usageError,
+		Action:          groupAction,
+		OnUsageError:    usageError,
+		CommandNotFound: commandNotFound,
+		// Only run picks exit codes: urfave/cli must never call os.Exit.
+		ExitErrHandler: func(*cli.Context, error) {},
+		Metadata:       map[string]any{},
 	}
 	// -c/--config and --demo are accepted before or after the command.
 	for _, c := range app.Commands {
@@ -100,6 +114,7 @@ func globalFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (default $GLMCTL_CONFIG, then /etc/glmctl/glmctl.hcl)"},
 		&cli.BoolFlag{Name: "demo", Usage: "use the embedded demo config (stand-in model server and web UI on loopback)"},
+		&cli.StringFlag{Name: "socket", EnvVars: []string{socketEnv}, Usage: "the daemon's control socket `PATH` (default: the config's control.socket); the config is then not read by status, start, stop, restart, logs, reload"},
 	}
 }
 
@@ -118,12 +133,10 @@ func addGlobalFlags(c *cli.Command) {
 	if c.OnUsageError == nil {
 		c.OnUsageError = usageError
 	}
+	if len(c.Subcommands) > 0 && c.Action == nil {
+		c.Action = groupAction
+	}
 	for _, sc := range c.Subcommands {
 		addGlobalFlags(sc)
 	}
-}
-
-// usageError maps flag-parsing errors to exit code 2.
-func usageError(_ *cli.Context, err error, _ bool) error {
-	return exit(2, fmt.Errorf("%w (see --help)", err))
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/glmctl/glmctl/pkg/control"
 )
 
 // actionCommand is start, stop or restart.
@@ -77,7 +79,15 @@ func reloadCommand() *cli.Command {
 		Usage:       "re-read the config: changed programs restart, removed stop, added start",
 		Description: "An invalid config is rejected and the running one kept. Exit: 0 reloaded, 1 rejected, 4 unreachable.",
 		Action: func(c *cli.Context) error {
-			if err := controlCall(c, "reload", nil, nil); err != nil {
+			if c.NArg() > 0 {
+				return exit(2, fmt.Errorf("reload takes no arguments, got %q", c.Args().Slice()))
+			}
+			err := controlCall(c, "reload", nil, nil)
+			var re *control.RemoteError
+			if errors.As(err, &re) {
+				return exit(1, fmt.Errorf("reload rejected; the daemon keeps running its current config:\n%s", re.Message))
+			}
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(c.App.Writer, "reloaded")
