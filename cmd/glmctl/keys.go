@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -29,11 +28,18 @@ func keysCommand() *cli.Command {
 				Name:      "new",
 				Usage:     "create a key; it is printed once, alone on the first line of stdout",
 				ArgsUsage: "NAME",
+				Description: "A NAME already in the file is refused unless --replace is given. With --replace the\n" +
+					"name is reissued in place: it gets the new secret, every earlier secret of it stops working at once\n" +
+					"(rotated ones in their grace too), a revoked name is enabled again, its role and models are kept\n" +
+					"unless --role or --models say otherwise, and its limits (the limits file is keyed by name) stay.\n" +
+					"The running guard picks the change up within about 0.1 s and records it in the audit trail\n" +
+					"(admin records key.enabled and key.rotated).",
 				Flags: []cli.Flag{
 					fileFlag,
 					&cli.StringFlag{Name: "role", Value: keys.RoleUser, Usage: "`ROLE`: user or admin"},
 					&cli.StringFlag{Name: "models", Usage: "comma-separated `MODELS` the key may use (default: all)"},
 					&cli.StringFlag{Name: "expires", Usage: "expiry as a duration from now (`DUR`: 90m, 720h, 30d) or a date (2027-01-01, RFC 3339)"},
+					&cli.BoolFlag{Name: "replace", Usage: "reissue an existing (e.g. revoked) NAME in place: new secret, old ones end now, limits kept"},
 				},
 				Action: keysNew,
 			},
@@ -56,7 +62,7 @@ func keysCommand() *cli.Command {
 				ArgsUsage: "NAME",
 				Flags: []cli.Flag{
 					fileFlag,
-					&cli.StringFlag{Name: "grace", Value: "24h", Usage: "how long the old key keeps working (`DUR`; 0 ends it now)"},
+					&cli.StringFlag{Name: "grace", Value: "24h", Usage: "how long the old key keeps working (`DUR`; 0 ends it and every earlier one now)"},
 				},
 				Action: keysRotate,
 			},
@@ -125,14 +131,41 @@ func keysNew(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	replaced, wasRevoked := false, false
 	err = keys.Update(path, true, func(f *keys.File) error {
-		return f.Add(&keys.Entry{Name: name, SHA256: keys.Hash(secret), Role: role, Models: models, Created: now, Expires: expires})
+		e := &keys.Entry{Name: name, SHA256: keys.Hash(secret), Role: role, Models: models, Created: now, Expires: expires}
+		old := f.Entry(name)
+		switch {
+		case old == nil:
+			return f.Add(e)
+		case !c.Bool("replace") && old.Disabled:
+			return exit(1, fmt.Errorf("key %q exists and is revoked\nTry: glmctl keys new %s --replace (reissues the name: new secret, limits kept)", name, name))
+		case !c.Bool("replace"):
+			return exit(1, fmt.Errorf("key %q exists\nTry: glmctl keys rotate %s (the old secret keeps working for a grace period), or keys new %s --replace (it stops now)", name, name, name))
+		}
+		if !c.IsSet("role") {
+			e.Role = old.Role
+		}
+		if !c.IsSet("models") {
+			e.Models = old.Models
+		}
+		role = e.Role
+		replaced = true
+		wasRevoked, err = f.Replace(e)
+		return err
 	})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(c.App.Writer, secret)
-	fmt.Fprintf(c.App.ErrWriter, "key %q (%s) added to %s; it is shown only this once\n", name, role, path)
+	switch {
+	case replaced && wasRevoked:
+		fmt.Fprintf(c.App.ErrWriter, "revoked key %q (%s) reissued in %s: enabled with a new secret, its limits kept; it is shown only this once\n", name, role, path)
+	case replaced:
+		fmt.Fprintf(c.App.ErrWriter, "key %q (%s) replaced in %s: its earlier secrets no longer work; the new one is shown only this once\n", name, role, path)
+	default:
+		fmt.Fprintf(c.App.ErrWriter, "key %q (%s) added to %s; it is shown only this once\n", name, role, path)
+	}
 	return nil
 }
 
@@ -285,7 +318,7 @@ func keysRotate(c *cli.Context) error {
 	}
 	err = keys.Update(path, false, func(f *keys.File) error {
 		if e := f.Entry(name); e != nil && e.Disabled {
-			return fmt.Errorf("rotate key %q: it is revoked; create a new key with glmctl keys new", name)
+			return fmt.Errorf("rotate key %q: it is revoked\nTry: glmctl keys new %s --replace (reissues the name with a new secret)", name, name)
 		}
 		return f.Rotate(name, secret, until, now)
 	})
@@ -294,7 +327,7 @@ func keysRotate(c *cli.Context) error {
 	}
 	fmt.Fprintln(c.App.Writer, secret)
 	if until.IsZero() {
-		fmt.Fprintf(c.App.ErrWriter, "key %q rotated in %s; the old key no longer works; the new one is shown only this once\n", name, path)
+		fmt.Fprintf(c.App.ErrWriter, "key %q rotated in %s; no earlier key of it works any more; the new one is shown only this once\n", name, path)
 	} else {
 		fmt.Fprintf(c.App.ErrWriter, "key %q rotated in %s; the old key works until %s; the new one is shown only this once\n", name, path, until.Format(time.RFC3339))
 	}

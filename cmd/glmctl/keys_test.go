@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/glmctl/glmctl/pkg/keys"
 )
@@ -218,5 +219,90 @@ func TestKeysNeverWritesABrokenFile(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(path); string(got) != bad {
 		t.Errorf("broken file rewritten: %q", got)
+	}
+}
+
+// TestKeysReissueRevokedName: a revoked name is reissued with
+// keys new NAME --replace, in place, keeping its role, its limits and the
+// file's comments; without --replace the name is refused with that hint.
+func TestKeysReissueRevokedName(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "api_keys.json")
+	src := "# team keys\n{\"api_keys\": {\n  \"bob\": \"sk-bob-tutorial-key-0001\", # bob's laptop\n  // the rest\n  \"eve\": \"sk-eve-tutorial-key-0001\"\n}}\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	limits, err := os.ReadFile(filepath.Join(tutorialDir, "rate_limits.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf := filepath.Join(dir, "rate_limits.json")
+	if err := os.WriteFile(lf, limits, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := glmctl(t, "keys", "revoke", "eve", "--file", path); r.code != 0 {
+		t.Fatalf("revoke: exit %d %s", r.code, r.stderr)
+	}
+	r := glmctl(t, "keys", "new", "eve", "--file", path)
+	if r.code != 1 || !strings.Contains(r.stderr, "keys new eve --replace") || r.stdout != "" {
+		t.Fatalf("new of a revoked name: exit %d, stderr %q; want 1 with the --replace hint", r.code, r.stderr)
+	}
+	if r := glmctl(t, "keys", "new", "bob", "--file", path); r.code != 1 || !strings.Contains(r.stderr, "keys rotate bob") {
+		t.Errorf("new of an existing name: exit %d %q", r.code, r.stderr)
+	}
+	if r := glmctl(t, "keys", "new", "--help"); !strings.Contains(r.stdout, "--replace") || !strings.Contains(r.stdout, "limits") {
+		t.Errorf("keys new --help does not document --replace:\n%s", r.stdout)
+	}
+	r = glmctl(t, "keys", "new", "eve", "--replace", "--file", path)
+	if r.code != 0 || !secretRE.MatchString(strings.TrimSpace(r.stdout)) || !strings.Contains(r.stderr, "reissued") {
+		t.Fatalf("new --replace: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	secret := strings.TrimSpace(r.stdout)
+	f := readKeys(t, path)
+	s := keys.NewSet(f)
+	if k, err := s.Lookup(secret, time.Now()); err != nil || k.Name != "eve" {
+		t.Errorf("the reissued key: %v %v", k, err)
+	}
+	if _, err := s.Lookup("sk-eve-tutorial-key-0001", time.Now()); err == nil {
+		t.Error("eve's revoked secret works again")
+	}
+	if len(f.Entries) != 2 || f.Entries[1].Name != "eve" || f.Entries[1].Disabled {
+		t.Errorf("entries after reissue: %+v", f.Entries)
+	}
+	raw, _ := os.ReadFile(path)
+	for _, c := range []string{"# team keys", "# bob's laptop", "// the rest", `"bob": "sk-bob-tutorial-key-0001"`} {
+		if !strings.Contains(string(raw), c) {
+			t.Errorf("keys file lost %q:\n%s", c, raw)
+		}
+	}
+	if got, _ := os.ReadFile(lf); string(got) != string(limits) {
+		t.Error("the limits file changed")
+	}
+}
+
+// TestKeysRotateGraceZero: rotate --grace 0 ends every earlier secret, also
+// one still in the grace of an earlier rotation.
+func TestKeysRotateGraceZero(t *testing.T) {
+	path := tutorialKeys(t)
+	first := "sk-abc123def456ghi789jkl012mno345pqr" // user1 in the tutorial's file
+	r := glmctl(t, "keys", "rotate", "user1", "--grace", "1h", "--file", path)
+	if r.code != 0 {
+		t.Fatalf("rotate: exit %d %s", r.code, r.stderr)
+	}
+	second := strings.TrimSpace(r.stdout)
+	r = glmctl(t, "keys", "rotate", "user1", "--grace", "0", "--file", path)
+	if r.code != 0 {
+		t.Fatalf("rotate --grace 0: exit %d %s", r.code, r.stderr)
+	}
+	third := strings.TrimSpace(r.stdout)
+	s := keys.NewSet(readKeys(t, path))
+	now := time.Now()
+	for _, old := range []string{first, second} {
+		if k, err := s.Lookup(old, now); err == nil {
+			t.Errorf("%s still opens %q after rotate --grace 0", keys.Mask(old), k.Name)
+		}
+	}
+	if k, err := s.Lookup(third, now); err != nil || k.Name != "user1" {
+		t.Errorf("the new key: %v %v", k, err)
 	}
 }

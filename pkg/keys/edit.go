@@ -38,9 +38,10 @@ func (f *File) Remove(name string) bool {
 }
 
 // Rotate gives the key named name a new secret (stored as its SHA-256) and
-// keeps the old one valid until until (a zero until drops it at once). A
-// clear-text entry becomes a hashed one. Rotated hashes whose until has
-// passed at now are dropped.
+// keeps the old one valid until until. A zero until (or one not after now)
+// ends every earlier secret at once — the one just replaced and those still
+// in the grace of an earlier rotation. A clear-text entry becomes a hashed
+// one. Rotated hashes whose until has passed at now are dropped.
 func (f *File) Rotate(name, newSecret string, until, now time.Time) error {
 	e := f.Entry(name)
 	if e == nil {
@@ -54,15 +55,49 @@ func (f *File) Rotate(name, newSecret string, until, now time.Time) error {
 		}
 	}
 	e.SHA256 = Hash(newSecret)
-	kept := e.Previous[:0]
+	if until.IsZero() || !now.Before(until) {
+		e.Previous = nil
+		return nil
+	}
+	var kept []Previous
 	for _, p := range e.Previous {
 		if now.Before(p.Until) {
 			kept = append(kept, p)
 		}
 	}
-	e.Previous = kept
-	if !until.IsZero() && now.Before(until) {
-		e.Previous = append(e.Previous, Previous{SHA256: old, Until: until.UTC()})
-	}
+	e.Previous = append(kept, Previous{SHA256: old, Until: until.UTC()})
 	return nil
+}
+
+// Replace reissues the key named r.Name in place: r's secret (its SHA-256),
+// role, models, created and expires replace the entry's, every earlier
+// secret (rotated ones in grace included) stops working, and a revoked
+// entry is enabled again. The entry keeps its place in the file and its
+// unknown fields; the limits file, keyed by name, is not touched, so the
+// name keeps its limits. It reports whether the entry was revoked.
+func (f *File) Replace(r *Entry) (wasRevoked bool, err error) {
+	e := f.Entry(r.Name)
+	if e == nil {
+		return false, fmt.Errorf("replace key %q: no such key", r.Name)
+	}
+	if r.Clear != "" || !isHash(r.SHA256) {
+		return false, fmt.Errorf("replace key %q: store the key's sha256 (64 hex digits), not the key", r.Name)
+	}
+	role := r.Role
+	if role == "" {
+		role = RoleUser
+	}
+	if role != RoleUser && role != RoleAdmin {
+		return false, fmt.Errorf("replace key %q: role %q is not user or admin", r.Name, r.Role)
+	}
+	for _, o := range f.Entries {
+		if o != e && slices.Contains(o.hashes(), r.SHA256) {
+			return false, fmt.Errorf("replace key %q: key %q has the same secret", r.Name, o.Name)
+		}
+	}
+	wasRevoked = e.Disabled
+	e.Clear, e.SHA256, e.Role, e.Models = "", r.SHA256, role, r.Models
+	e.Created, e.Expires = r.Created, r.Expires
+	e.Disabled, e.Previous = false, nil
+	return wasRevoked, nil
 }

@@ -92,6 +92,11 @@ func Save(path string, f *File) error {
 	if err != nil {
 		return err
 	}
+	return writeFile(path, data)
+}
+
+// writeFile replaces path with data atomically, keeping its mode and owner.
+func writeFile(path string, data []byte) error {
 	if real, err := filepath.EvalSymlinks(path); err == nil {
 		path = real
 	}

@@ -75,18 +75,23 @@ func fromHex(h string) [sha256.Size]byte {
 	return out
 }
 
-// Lookup finds the key whose secret is presented, as of now.
+// Lookup finds the key whose secret is presented, as of now. A secret that
+// belongs to a key the caller may not use comes back with that key and
+// ErrDisabled (revoked) or ErrExpired (the key expired, or the secret was
+// rotated out and its grace is over), so the caller can record who still
+// uses it; only ErrUnknown comes with a nil key. Callers must check the
+// error before trusting the key.
 func (s *Set) Lookup(secret string, now time.Time) (*Key, error) {
 	m, ok := s.byHash[sha256.Sum256([]byte(secret))]
 	switch {
 	case !ok:
 		return nil, ErrUnknown
 	case m.disabled:
-		return nil, ErrDisabled
+		return m.key, ErrDisabled
 	case !m.key.Expires.IsZero() && !now.Before(m.key.Expires):
-		return nil, ErrExpired
+		return m.key, ErrExpired
 	case !m.until.IsZero() && !now.Before(m.until):
-		return nil, ErrExpired
+		return m.key, ErrExpired
 	}
 	return m.key, nil
 }

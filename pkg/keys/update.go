@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/glmctl/glmctl/pkg/jsonc"
 )
 
 // secretAlphabet is base62: letters and digits, nothing a shell, a URL or a
@@ -69,27 +71,42 @@ func Lock(path string) (unlock func(), err error) {
 
 // Update is the locked read-modify-write of the keys file at path: it takes
 // Lock(path), reads and parses the file (a missing file counts as an empty
-// one when create is set), calls fn, and saves the result with Save (atomic,
-// mode and owner kept, never a file that would not parse). Nothing is
-// written when fn returns an error.
+// one when create is set), calls fn, and writes the result atomically, mode
+// and owner kept, never a file that would not parse. The file is edited in
+// its own text: comments, layout and the entries fn did not change stay as
+// they were (see layout.go). Nothing is written when fn returns an error.
 func Update(path string, create bool, fn func(f *File) error) error {
 	unlock, err := Lock(path)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	f, _, err := ReadFile(path)
+	src, err := os.ReadFile(path)
+	var f, orig *File
 	switch {
 	case err == nil:
+		if f, _, err = Parse(src); err != nil {
+			return jsonc.InFile(path, err)
+		}
+		orig, _, _ = Parse(src) // a second copy: what fn changed is told by comparing
 	case create && errors.Is(err, fs.ErrNotExist):
 		f = &File{}
 	default:
-		return err
+		return fmt.Errorf("read keys file: %w", err)
 	}
 	if err := fn(f); err != nil {
 		return err
 	}
-	if err := Save(path, f); err != nil {
+	var data []byte
+	if orig != nil {
+		data, err = edit(src, orig, f)
+	} else {
+		data, err = f.Marshal()
+	}
+	if err == nil {
+		err = writeFile(path, data)
+	}
+	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
 	return nil
