@@ -81,6 +81,12 @@ guard {
   default_max_tokens    = 512
   trusted_proxies       = ["127.0.0.1/32"]
   drain_timeout         = "0s"
+  max_model_len         = 8192
+  max_connections       = 2000
+  max_unauthenticated_per_client = 8
+  header_timeout        = "5s"
+  body_timeout          = "20s"
+  idle_timeout          = "30s"
   global {
     rpm         = 100
     concurrency = 50

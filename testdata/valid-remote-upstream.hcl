@@ -3,7 +3,6 @@ guard {
   listen                = ":8443"
   upstream              = "https://gpu-box.internal:8000"
   allow_remote_upstream = true
-  limits_store          = "redis://127.0.0.1:6379/0"
   trusted_proxies       = ["10.0.0.0/8", "192.168.1.1", "::1/128"]
   tls {
     cert = "/etc/glmctl/tls/cert.pem"

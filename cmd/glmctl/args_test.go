@@ -51,7 +51,7 @@ func TestReorderArgs(t *testing.T) {
 }
 
 func TestFormatUptime(t *testing.T) {
-	for sec, want := range map[float64]string{0: "0:00:00", 61: "0:01:01", 3723: "1:02:03", 90061: "1 days, 1:01:01"} {
+	for sec, want := range map[int64]string{0: "0:00:00", 61: "0:01:01", 3723: "1:02:03", 90061: "1 days, 1:01:01"} {
 		if got := formatUptime(sec); got != want {
 			t.Errorf("formatUptime(%v) = %q, want %q", sec, got, want)
 		}

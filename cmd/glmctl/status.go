@@ -21,8 +21,10 @@ func statusCommand() *cli.Command {
 		Name:      "status",
 		Usage:     "show programs, GPUs and the guard",
 		ArgsUsage: "[NAME…]",
-		Description: "Columns as supervisorctl prints them, plus health, restarts and last exit.\n" +
-			"Exit: 0 all RUNNING, 3 some not, 4 daemon unreachable.",
+		Description: "Columns as supervisorctl prints them, plus health, restarts and last exit, then\n" +
+			"the guard (its keys, limits and certificate files) and the configuration in force.\n" +
+			"Exit: 0 all RUNNING and every guard file loaded; 3 a program is not RUNNING, or a\n" +
+			"guard file failed its last load (an older version stays in force); 4 daemon unreachable.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print one JSON object (stable field names)"}},
 		Action: func(c *cli.Context) error {
 			cl, err := controlClient(c)
@@ -48,6 +50,9 @@ func statusCommand() *cli.Command {
 				if p.State != "RUNNING" {
 					return exit(3, nil)
 				}
+			}
+			if st.Guard != nil && !st.Guard.FilesOK {
+				return exit(3, nil)
 			}
 			return nil
 		},
@@ -101,13 +106,31 @@ func printStatus(w io.Writer, st *control.StatusReply) {
 		if !st.Guard.Ready {
 			ready = "not ready (answering 503 until the model is RUNNING)"
 		}
-		fmt.Fprintf(w, "\nguard: %s -> %s, %s\n", st.Guard.Listen, st.Guard.Upstream, ready)
+		fmt.Fprintf(w, "\nguard: %s -> %s, %s, %d/%d connections\n", st.Guard.Listen, st.Guard.Upstream, ready,
+			st.Guard.OpenConnections, st.Guard.MaxConnections)
+		for _, f := range st.Guard.Files {
+			if f.Error != "" {
+				fmt.Fprintf(w, "  %s: NOT LOADED at %s (the version loaded at %s stays in force): %s\n",
+					f.Path, f.ErrorAt.Format(time.RFC3339), f.LoadedAt.Format(time.RFC3339), f.Error)
+				continue
+			}
+			fmt.Fprintf(w, "  %s: %d entries, sha256 %.12s, loaded %s\n", f.Path, f.Entries, f.SHA256, f.LoadedAt.Format(time.RFC3339))
+		}
+	}
+	if c := st.Config; c != nil {
+		path := c.Path
+		if path == "" {
+			path = "(embedded)"
+		}
+		fmt.Fprintf(w, "\nconfig: %s, sha256 %.12s, in force since %s\n", path, c.SHA256, c.LoadedAt.Format(time.RFC3339))
+		if c.LastReloadError != "" {
+			fmt.Fprintf(w, "  last reload REJECTED at %s (the config above stays in force): %s\n", c.LastReloadErrorAt.Format(time.RFC3339), c.LastReloadError)
+		}
 	}
 }
 
 // formatUptime prints H:MM:SS like supervisorctl, with days when longer.
-func formatUptime(sec float64) string {
-	s := int64(sec)
+func formatUptime(s int64) string {
 	d, s := s/86400, s%86400
 	h, s := s/3600, s%3600
 	m, s := s/60, s%60

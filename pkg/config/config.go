@@ -10,6 +10,8 @@ const DefaultPath = "/etc/glmctl/glmctl.hcl"
 
 // Config is a fully decoded, defaulted and validated configuration.
 type Config struct {
+	// SHA256 is the hex SHA-256 of the source the config was parsed from.
+	SHA256 string
 	// Path is the file the config was read from ("" for an embedded one).
 	Path string
 
@@ -116,11 +118,24 @@ type Guard struct {
 	Program             string // gate on this program being RUNNING; "" = no gating
 	KeysFile            string
 	LimitsFile          string
-	LimitsStore         string // "" = in-process; redis://… later
+	LimitsStore         string // "" = in-process (the only store so far; anything else is refused)
 	MaxBody             int64  // bytes, default 4MiB
 	DefaultMaxTokens    int    // default 1024
-	TrustedProxies      []string
-	DrainTimeout        time.Duration // default 30s
+	// MaxModelLen caps max_tokens (and n × max_tokens) in requests: more is
+	// a 400. Default: the guard program's --max-model-len, else 1,048,576.
+	MaxModelLen    int
+	TrustedProxies []string
+	DrainTimeout   time.Duration // default 30s
+
+	// Connection handling (DESIGN.md "Wire behaviour"; README "Limits and
+	// timeouts").
+	MaxConnections int // open client connections; 0 = default (4096, lowered to fit RLIMIT_NOFILE)
+	// MaxUnauthenticatedPerClient caps the connections one client address
+	// holds before any request on them has authenticated (default 256).
+	MaxUnauthenticatedPerClient int
+	HeaderTimeout               time.Duration // request line + headers (default 10s)
+	BodyTimeout                 time.Duration // whole request body after the headers (default 30s)
+	IdleTimeout                 time.Duration // keep-alive wait for the next request (default 60s)
 	Global              *GlobalLimits // nil: no global limit
 	TLS                 *TLS
 }

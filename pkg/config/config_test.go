@@ -24,6 +24,7 @@ func TestEmptyConfigDefaults(t *testing.T) {
 		Log:     Log{Level: "info", Format: "text"},
 		Control: Control{Socket: "/run/glmctl/glmctl.sock"},
 	}
+	cfg.SHA256 = ""
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v, want %+v", cfg, want)
 	}
@@ -83,8 +84,14 @@ audit {
 			MaxBody:          4 << 20,
 			DefaultMaxTokens: 1024,
 			DrainTimeout:     30 * time.Second,
+			MaxModelLen:      DefaultMaxModelLen,
 			Global:           &GlobalLimits{},
-			TLS:              &TLS{Cert: "c", Key: "k"},
+
+			MaxUnauthenticatedPerClient: 256,
+			HeaderTimeout:               10 * time.Second,
+			BodyTimeout:                 30 * time.Second,
+			IdleTimeout:                 time.Minute,
+			TLS:                         &TLS{Cert: "c", Key: "k"},
 		},
 		Audit: &Audit{
 			Path:    "/var/log/glmctl/audit.log",
@@ -94,6 +101,7 @@ audit {
 			Rotate:  Rotate{MaxSize: 100 << 20, Keep: 30, Compress: true},
 		},
 	}
+	cfg.SHA256 = ""
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got\n%s\nwant\n%s", dump(cfg), dump(want))
 	}
@@ -177,8 +185,15 @@ func TestFullConfig(t *testing.T) {
 			DefaultMaxTokens: 512,
 			TrustedProxies:   []string{"127.0.0.1/32"},
 			DrainTimeout:     0,
+			MaxModelLen:      8192,
 			Global:           &GlobalLimits{RPM: 100, Concurrency: 50},
-			TLS:              &TLS{Cert: "/etc/glmctl/cert.pem", Key: "/etc/glmctl/key.pem"},
+
+			MaxConnections:              2000,
+			MaxUnauthenticatedPerClient: 8,
+			HeaderTimeout:               5 * time.Second,
+			BodyTimeout:                 20 * time.Second,
+			IdleTimeout:                 30 * time.Second,
+			TLS:                         &TLS{Cert: "/etc/glmctl/cert.pem", Key: "/etc/glmctl/key.pem"},
 		},
 		Audit: &Audit{
 			Path:        "/var/log/glmctl/audit.jsonl",
@@ -189,6 +204,7 @@ func TestFullConfig(t *testing.T) {
 			Rotate:      Rotate{MaxSize: 0, Daily: true, Keep: 7, Compress: false},
 		},
 	}
+	cfg.SHA256 = ""
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got\n%s\nwant\n%s", dump(cfg), dump(want))
 	}

@@ -25,6 +25,18 @@ const (
 	DefaultMaxBody        = 4 << 20
 	DefaultMaxTokens      = 1024
 	DefaultDrainTimeout   = 30 * time.Second
+	// DefaultMaxConnections is the guard's cap on open client connections
+	// (lowered at start to fit RLIMIT_NOFILE when not set explicitly).
+	DefaultMaxConnections = 4096
+	// DefaultMaxUnauthPerClient caps one address's connections that have
+	// not authenticated yet.
+	DefaultMaxUnauthPerClient = 256
+	DefaultHeaderTimeout      = 10 * time.Second
+	DefaultBodyTimeout        = 30 * time.Second
+	DefaultIdleTimeout        = 60 * time.Second
+	// DefaultMaxModelLen caps max_tokens when the guard's program names no
+	// --max-model-len.
+	DefaultMaxModelLen = 1 << 20
 	DefaultReleaseTimeout = 2 * time.Minute
 	DefaultStartSecs      = time.Second
 	DefaultStartRetries   = 5
@@ -309,6 +321,11 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 		MaxBody:          DefaultMaxBody,
 		DefaultMaxTokens: DefaultMaxTokens,
 		DrainTimeout:     DefaultDrainTimeout,
+
+		MaxUnauthenticatedPerClient: DefaultMaxUnauthPerClient,
+		HeaderTimeout:               DefaultHeaderTimeout,
+		BodyTimeout:                 DefaultBodyTimeout,
+		IdleTimeout:                 DefaultIdleTimeout,
 	}
 	if s.str("listen", &g.Listen) {
 		checkListen(s, "listen", g.Listen)
@@ -327,16 +344,21 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 	s.str("keys_file", &g.KeysFile)
 	s.str("limits_file", &g.LimitsFile)
 	if s.str("limits_store", &g.LimitsStore) && g.LimitsStore != "" {
-		u, err := url.Parse(g.LimitsStore)
-		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			s.c.at(b.Body.Attributes["limits_store"].Expr.Range(), "invalid limits_store %q: write \"\" (in-process) or a URL such as \"redis://127.0.0.1:6379/0\"", g.LimitsStore)
-		}
+		// Nothing silent: a shared store this build cannot use is refused,
+		// never accepted and replaced by the in-process one.
+		s.c.at(b.Body.Attributes["limits_store"].Expr.Range(), "limits_store %q is not supported by this build: only the in-process store exists; write limits_store = \"\" (or remove it)", g.LimitsStore)
 	}
 	s.size("max_body", &g.MaxBody)
 	if a, ok := b.Body.Attributes["max_body"]; ok && g.MaxBody <= 0 {
 		s.c.at(a.Expr.Range(), "max_body must be larger than zero: write e.g. max_body = \"4MiB\"")
 	}
 	s.integer("default_max_tokens", &g.DefaultMaxTokens, 1)
+	s.integer("max_model_len", &g.MaxModelLen, 1)
+	s.integer("max_connections", &g.MaxConnections, 1)
+	s.integer("max_unauthenticated_per_client", &g.MaxUnauthenticatedPerClient, 1)
+	s.duration("header_timeout", &g.HeaderTimeout, false)
+	s.duration("body_timeout", &g.BodyTimeout, false)
+	s.duration("idle_timeout", &g.IdleTimeout, false)
 	if rngs, ok := s.strList("trusted_proxies", &g.TrustedProxies); ok {
 		for i, tp := range g.TrustedProxies {
 			if _, err := netip.ParsePrefix(tp); err == nil {

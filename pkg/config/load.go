@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 
@@ -83,6 +85,8 @@ func ParseWithOptions(src []byte, filename string, opts Options) (*Config, error
 	if w := d.warn.result(); w != nil {
 		cfg.Warnings = w.(Problems)
 	}
+	sum := sha256.Sum256(src)
+	cfg.SHA256 = hex.EncodeToString(sum[:])
 	return cfg, nil
 }
 

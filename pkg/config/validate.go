@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -51,6 +52,14 @@ func (d *decoder) crossCheck(cfg *Config) {
 		}
 		d.c.at(rng, "guard listen %q and metrics listen %q would share a port: give each its own port", cfg.Guard.Listen, cfg.Metrics.Listen)
 	}
+	if g := cfg.Guard; g != nil && g.MaxModelLen == 0 {
+		g.MaxModelLen = DefaultMaxModelLen
+		if p := cfg.Program(g.Program); p != nil {
+			if n := maxModelLenArg(p.Command); n > 0 {
+				g.MaxModelLen = n
+			}
+		}
+	}
 	if g := cfg.Guard; g != nil && g.Program != "" && cfg.Program(g.Program) == nil {
 		if c := closest(g.Program, names); c != "" {
 			d.c.at(d.guardProgram, "guard program %q is not defined: did you mean %q? (write program = \"\" for no gating)", g.Program, c)
@@ -61,6 +70,23 @@ func (d *decoder) crossCheck(cfg *Config) {
 }
 
 // sameListen reports whether two listen addresses would collide.
+// maxModelLenArg returns the value of vLLM's --max-model-len in a command
+// line ("--max-model-len 4096" or "--max-model-len=4096"), or 0.
+func maxModelLenArg(cmd []string) int {
+	for i, a := range cmd {
+		v, ok := strings.CutPrefix(a, "--max-model-len=")
+		if !ok && a == "--max-model-len" && i+1 < len(cmd) {
+			v, ok = cmd[i+1], true
+		}
+		if ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
 func sameListen(a, b string) bool {
 	ha, pa, errA := net.SplitHostPort(a)
 	hb, pb, errB := net.SplitHostPort(b)

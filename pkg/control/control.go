@@ -22,14 +22,14 @@ import (
 // ProgramStatus is one program's line of `glmctl status`. The JSON names are
 // part of the product contract (DESIGN.md, `status --json`).
 type ProgramStatus struct {
-	Name          string  `json:"name"`
-	State         string  `json:"state"`
-	PID           int     `json:"pid"`
-	UptimeSeconds float64 `json:"uptime_seconds"`
-	Restarts      int     `json:"restarts"`
-	Health        string  `json:"health"`
-	LastExit      *int    `json:"last_exit"`
-	Message       string  `json:"message"`
+	Name          string `json:"name"`
+	State         string `json:"state"`
+	PID           int    `json:"pid"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+	Restarts      int    `json:"restarts"`
+	Health        string `json:"health"`
+	LastExit      *int   `json:"last_exit"`
+	Message       string `json:"message"`
 }
 
 // GPUStatus is one GPU as NVML reports it.
@@ -45,7 +45,37 @@ type GPUStatus struct {
 type GuardStatus struct {
 	Listen   string `json:"listen"`
 	Upstream string `json:"upstream"`
-	Ready    bool   `json:"ready"`
+	// Ready: the model behind the guard is ready (requests are forwarded).
+	Ready bool `json:"ready"`
+	// FilesOK: every keys, limits and certificate file was loaded by its
+	// last attempt; false: an older version stays in force (see Files).
+	FilesOK         bool         `json:"files_ok"`
+	Files           []FileStatus `json:"files"`
+	MaxConnections  int          `json:"max_connections"`
+	OpenConnections int          `json:"open_connections"`
+}
+
+// FileStatus is one file the guard loads (keys, limits, TLS certificate).
+type FileStatus struct {
+	Path     string    `json:"path"`
+	SHA256   string    `json:"sha256,omitempty"`
+	LoadedAt time.Time `json:"loaded_at,omitzero"`
+	Error    string    `json:"error,omitempty"`
+	ErrorAt  time.Time `json:"error_at,omitzero"`
+	Entries  int       `json:"entries"`
+}
+
+// ConfigStatus is the configuration in force.
+type ConfigStatus struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	// LoadedAt is when the configuration in force was loaded (start or
+	// last successful reload).
+	LoadedAt time.Time `json:"loaded_at"`
+	// LastReloadError is the first error of the last rejected reload,
+	// when it came after the last successful one.
+	LastReloadError   string    `json:"last_reload_error,omitempty"`
+	LastReloadErrorAt time.Time `json:"last_reload_error_at,omitzero"`
 }
 
 // StatusReply is the whole `glmctl status --json` object.
@@ -53,8 +83,9 @@ type StatusReply struct {
 	Programs []ProgramStatus `json:"programs"`
 	GPUs     []GPUStatus     `json:"gpus"`
 	// GPUMessage says why GPUs is empty (no NVML, built without NVML…).
-	GPUMessage string       `json:"gpu_message,omitempty"`
-	Guard      *GuardStatus `json:"guard"`
+	GPUMessage string        `json:"gpu_message,omitempty"`
+	Guard      *GuardStatus  `json:"guard"`
+	Config     *ConfigStatus `json:"config,omitempty"`
 }
 
 // ProgramsRequest names the programs an action applies to; "all" means every one.

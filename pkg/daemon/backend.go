@@ -78,8 +78,24 @@ func (b *backend) Status(names ...string) (*control.StatusReply, error) {
 		if g.Program != "" && b.d.config().Program(g.Program) != nil {
 			ready = b.d.sup.Ready(g.Program)
 		}
-		reply.Guard = &control.GuardStatus{Listen: g.Listen, Upstream: g.Upstream, Ready: ready}
+		gs := &control.GuardStatus{Listen: g.Listen, Upstream: g.Upstream, Ready: ready, FilesOK: true,
+			Files: []control.FileStatus{}}
+		if gd := b.d.guard; gd != nil {
+			if a := gd.Addr(); a != nil {
+				gs.Listen = a.String()
+			}
+			gs.MaxConnections, gs.OpenConnections = gd.MaxConnections(), gd.OpenConnections()
+			for _, f := range gd.Files() {
+				gs.Files = append(gs.Files, control.FileStatus{Path: f.Path, SHA256: f.SHA256, LoadedAt: f.LoadedAt,
+					Error: f.Error, ErrorAt: f.ErrorAt, Entries: f.Entries})
+				if f.Error != "" {
+					gs.FilesOK = false
+				}
+			}
+		}
+		reply.Guard = gs
 	}
+	reply.Config = b.d.configStatus()
 	return reply, nil
 }
 
@@ -89,7 +105,7 @@ func programStatus(s launcher.Status) control.ProgramStatus {
 		Health: s.Health, LastExit: s.LastExit, Message: s.Message,
 	}
 	if s.PID > 0 && !s.Started.IsZero() {
-		ps.UptimeSeconds = time.Since(s.Started).Seconds()
+		ps.UptimeSeconds = int64(time.Since(s.Started).Seconds())
 	}
 	return ps
 }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -47,8 +48,13 @@ type Daemon struct {
 	logger   hclog.Logger
 	registry *prometheus.Registry
 
-	mu  sync.Mutex // guards cfg
+	mu  sync.Mutex // guards cfg and the reload bookkeeping below
 	cfg *config.Config
+	// loadedAt is when cfg was put in force; lastErr and lastErrAt the
+	// first error of the last rejected reload (cleared by a success).
+	loadedAt  time.Time
+	lastErr   string
+	lastErrAt time.Time
 	// reloadMu serialises reloads (SIGHUP and `glmctl reload` may coincide).
 	reloadMu sync.Mutex
 
@@ -73,7 +79,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	d := &Daemon{opts: opts, logger: opts.Logger, cfg: cfg, registry: prometheus.NewRegistry()}
+	d := &Daemon{opts: opts, logger: opts.Logger, cfg: cfg, registry: prometheus.NewRegistry(), loadedAt: time.Now()}
 	for _, w := range cfg.Warnings {
 		d.logger.Warn("config: " + w.Error())
 	}
@@ -132,13 +138,18 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 
 	if cfg.Guard != nil {
-		deps := guard.Deps{Logger: d.logger, Registerer: d.registry, Reloads: d.reloads}
+		// The guard must never starve the supervisor of descriptors: its
+		// connections get what RLIMIT_NOFILE leaves after a reserve.
+		nofile, err := raiseNOFILE()
+		if err != nil {
+			d.logger.Warn("could not raise the open-files limit", "limit", nofile, "error", err)
+		}
+		deps := guard.Deps{Logger: d.logger, Registerer: d.registry, Reloads: d.reloads,
+			FDBudget: guardFDBudget(nofile)}
 		if d.audit != nil {
 			deps.Audit = d.audit
 		}
-		if name := cfg.Guard.Program; name != "" && cfg.Program(name) != nil {
-			deps.Ready = func() bool { return sup.Ready(name) }
-		}
+		deps.Ready = func(name string) bool { return name == "" || sup.Ready(name) }
 		g, err := guard.New(cfg.Guard, deps)
 		if err != nil {
 			d.closeAudit()
@@ -193,6 +204,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if d.metrics != nil {
 		if err := d.metrics.Listen(); err != nil {
+			return err
+		}
+	}
+	// Every listener is bound before READY=1: systemd (and whatever waits
+	// on it) may connect the moment it is sent.
+	if d.guard != nil {
+		if err := d.guard.Listen(); err != nil {
 			return err
 		}
 	}
@@ -281,9 +299,13 @@ func (d *Daemon) handleSignals(ctx context.Context) error {
 	}
 }
 
-// Reload re-reads the configuration: changed programs restart, removed ones
-// stop, new ones start, unchanged ones are untouched; the guard re-reads its
-// key and limit files. An invalid config is rejected and the old one kept.
+// Reload re-reads the configuration, all of it or none: the whole file is
+// decoded and checked, settings that only a restart applies are refused
+// (naming each), the guard's new settings and files are read and checked,
+// and only then is anything put in force: the guard's settings in one swap,
+// then the programs (changed ones restart, removed ones stop, new ones
+// start). A rejected reload changes nothing and its error is kept for
+// `glmctl status`.
 //
 // Once the new config is accepted, the reload runs to completion even if ctx
 // is cancelled (a CLI that gives up waiting): stopping changed programs and
@@ -294,34 +316,83 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	d.notify.Reloading()
 	defer d.notify.Ready()
-	cfg := d.config()
-	if d.opts.Reload != nil {
-		next, err := d.opts.Reload()
-		if cfg.Path != "" {
-			d.reloads.Record(cfg.Path, err == nil)
-		}
-		if err != nil {
-			d.adminRecord("reload", "config", err)
-			return err
-		}
-		warnUnreloadable(d.logger, cfg, next)
-		if err := d.sup.Update(ctx, next.Programs); err != nil {
-			d.adminRecord("reload", "config", err)
-			return err
-		}
-		d.mu.Lock()
-		d.cfg = next
-		d.mu.Unlock()
-	}
-	var err error
-	if d.guard != nil {
-		err = d.guard.Reload()
-	}
+	err := d.reload(ctx)
 	d.adminRecord("reload", "config", err)
+	d.mu.Lock()
+	if err != nil {
+		d.lastErr, d.lastErrAt = firstError(err), time.Now()
+	} else {
+		d.lastErr, d.lastErrAt = "", time.Time{}
+	}
+	d.mu.Unlock()
 	if err == nil {
 		d.logger.Info("configuration reloaded")
 	}
 	return err
+}
+
+func (d *Daemon) reload(ctx context.Context) error {
+	cfg := d.config()
+	if d.opts.Reload == nil {
+		if d.guard != nil {
+			return d.guard.Reload()
+		}
+		return nil
+	}
+	reject := func(err error) error {
+		if cfg.Path != "" {
+			d.reloads.Record(cfg.Path, false)
+		}
+		return err
+	}
+	next, err := d.opts.Reload()
+	if err != nil {
+		return reject(err)
+	}
+	if changed := restartOnly(cfg, next); len(changed) > 0 {
+		return reject(fmt.Errorf("%w: %s changed; restart glmctl to apply (nothing was reloaded)", guard.ErrRestartRequired, strings.Join(changed, ", ")))
+	}
+	var pending *guard.Pending
+	if d.guard != nil {
+		if pending, err = d.guard.Prepare(next.Guard); err != nil {
+			return reject(err)
+		}
+	}
+	// Everything is checked: put it in force.
+	if cfg.Path != "" {
+		d.reloads.Record(cfg.Path, true)
+	}
+	if pending != nil {
+		pending.Commit()
+	}
+	if lvl := hclog.LevelFromString(next.Log.Level); lvl != hclog.NoLevel {
+		d.logger.SetLevel(lvl)
+	}
+	d.mu.Lock()
+	d.cfg, d.loadedAt = next, time.Now()
+	d.mu.Unlock()
+	if err := d.sup.Update(ctx, next.Programs); err != nil {
+		return fmt.Errorf("programs: %w", err)
+	}
+	return nil
+}
+
+// configStatus reports the configuration in force.
+func (d *Daemon) configStatus() *control.ConfigStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return &control.ConfigStatus{Path: d.cfg.Path, SHA256: d.cfg.SHA256, LoadedAt: d.loadedAt,
+		LastReloadError: d.lastErr, LastReloadErrorAt: d.lastErrAt}
+}
+
+// firstError is the first line of an error (a config error lists every
+// problem, one per line).
+func firstError(err error) string {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		return msg[:i]
+	}
+	return msg
 }
 
 // AuditReopen reopens the audit log file.
@@ -348,20 +419,22 @@ func (d *Daemon) adminRecord(action, target string, actErr error) {
 	}
 }
 
-// warnUnreloadable logs settings a reload cannot apply to a running daemon.
-func warnUnreloadable(logger hclog.Logger, old, next *config.Config) {
-	if old.Control != next.Control {
-		logger.Warn("control.socket changed: restart glmctl to apply it")
+// restartOnly names the settings outside the guard block that a running
+// daemon cannot change (the guard's own are checked by guard.Prepare).
+func restartOnly(old, next *config.Config) []string {
+	var out []string
+	add := func(changed bool, name string) {
+		if changed {
+			out = append(out, name)
+		}
 	}
-	if (old.Guard == nil) != (next.Guard == nil) || (old.Guard != nil && (old.Guard.Listen != next.Guard.Listen || old.Guard.Upstream != next.Guard.Upstream)) {
-		logger.Warn("guard listener or upstream changed: restart glmctl to apply it (key and limit files reload live)")
-	}
-	if (old.Audit == nil) != (next.Audit == nil) || (old.Audit != nil && *old.Audit != *next.Audit) {
-		logger.Warn("audit settings changed: restart glmctl to apply them")
-	}
-	if (old.Metrics == nil) != (next.Metrics == nil) || (old.Metrics != nil && *old.Metrics != *next.Metrics) {
-		logger.Warn("metrics settings changed: restart glmctl to apply them")
-	}
+	add(old.Log.Format != next.Log.Format, "log.format")
+	add(old.Control != next.Control, "control.socket")
+	add((old.Metrics == nil) != (next.Metrics == nil) || (old.Metrics != nil && *old.Metrics != *next.Metrics), "metrics")
+	add((old.Audit == nil) != (next.Audit == nil) || (old.Audit != nil && *old.Audit != *next.Audit), "audit")
+	add((old.GPU == nil) != (next.GPU == nil) || (old.GPU != nil && *old.GPU != *next.GPU), "gpu")
+	add((old.Guard == nil) != (next.Guard == nil), "guard (added or removed)")
+	return out
 }
 
 // wantsGPUs is true when the config has a gpu block or a program with gpus.

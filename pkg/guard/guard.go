@@ -16,14 +16,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/pkg/config"
-	"github.com/glmctl/glmctl/pkg/jsonc"
 	"github.com/glmctl/glmctl/pkg/keys"
 )
 
@@ -49,44 +47,55 @@ type Deps struct {
 	Logger     hclog.Logger
 	Registerer prometheus.Registerer // may be nil: metrics are kept but not exposed
 	Audit      Auditor               // may be nil: no audit
-	Ready      func() bool           // nil: always ready; false: 503 + Retry-After
+	// Ready tells whether the program the guard gates on (guard.program)
+	// is ready; false: 503 + Retry-After. Called with "" when no program is
+	// named. Nil: always ready.
+	Ready func(program string) bool
 	// Store decides admissions; nil: an in-process MemoryStore.
 	Store Store
 	// Reloads are the shared config reload gauges (see NewReloadMetrics);
 	// nil: the guard creates and registers its own on Registerer.
 	Reloads *ReloadMetrics
+	// FDBudget is how many file descriptors the guard's connections may
+	// use (client and upstream side together), the rest being kept for the
+	// supervisor; 0: no budget known. max_connections is fitted to it.
+	FDBudget int
 }
 
 // Guard is the authenticating, throttling, auditing proxy.
 type Guard struct {
-	cfg   *config.Guard
-	log   hclog.Logger
-	audit Auditor
+	// static is the config block the guard was built from; the settings
+	// that only a restart changes (listen, upstream, tls, header and idle
+	// timeouts) are read from it. Everything else is in snap.
+	static *config.Guard
+	log    hclog.Logger
+	audit  Auditor
 	// auditLevel is the Auditor's level when it tells one (see Leveler):
 	// it decides which bodies the guard hands to the audit records.
 	auditLevel string
-	ready      func() bool
+	ready      func(string) bool
 	store      Store
-	global     GlobalLimit
 	up         upstream
 	proxy      *httputil.ReverseProxy
 	// transport is the proxy's connection pool to the upstream.
 	transport *http.Transport
-	trusted   []netip.Prefix
 	m         *metrics
+	conns     *connLimiter
+	fdBudget  int
 	handler   http.Handler
 
-	keys   atomic.Pointer[keys.Set]
-	limits atomic.Pointer[Limits]
-	cert   atomic.Pointer[tls.Certificate]
-	addr   atomic.Pointer[net.Addr]
-	reload sync.Mutex // serialises reloads
-	sums   map[string][sha256.Size]byte
-	// keyFile is the keys file as last loaded (under reload), to tell
-	// what a reload changed.
-	keyFile *keys.File
+	// snap is the settings in force (see settings.go).
+	snap atomic.Pointer[settings]
+	cert atomic.Pointer[tls.Certificate]
 
-	readHeaderTimeout time.Duration // slow-header cut-off (10s; tests shorten it)
+	lnMu sync.Mutex
+	ln   net.Listener // bound by Listen
+	addr atomic.Pointer[net.Addr]
+
+	reload     sync.Mutex // serialises reloads; guards files and tlsSums
+	files      map[string]*FileState
+	tlsSums    map[string][sha256.Size]byte
+	retargetCh chan struct{} // the watched files may have changed
 }
 
 // upstream is where admitted requests go.
@@ -144,19 +153,20 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.KeysFile == "" {
-		return nil, errors.New("guard.keys_file is required: the guard refuses every request without keys")
+	if cfg.LimitsStore != "" {
+		return nil, fmt.Errorf("guard.limits_store %q: only the in-process store exists in this build", cfg.LimitsStore)
 	}
 	g := &Guard{
-		cfg:   cfg,
-		log:   deps.Logger,
-		audit: deps.Audit,
-		ready: deps.Ready,
-		store: deps.Store,
-		up:    up,
-		sums:  map[string][sha256.Size]byte{},
-
-		readHeaderTimeout: 10 * time.Second,
+		static:     cfg,
+		log:        deps.Logger,
+		audit:      deps.Audit,
+		ready:      deps.Ready,
+		store:      deps.Store,
+		up:         up,
+		fdBudget:   deps.FDBudget,
+		files:      map[string]*FileState{},
+		tlsSums:    map[string][sha256.Size]byte{},
+		retargetCh: make(chan struct{}, 1),
 	}
 	if g.log == nil {
 		g.log = hclog.NewNullLogger()
@@ -168,35 +178,33 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	if g.store == nil {
 		g.store = NewMemoryStore(nil)
 	}
-	if cfg.Global != nil {
-		g.global = GlobalLimit{RPM: int64(cfg.Global.RPM), Concurrency: int64(cfg.Global.Concurrency)}
-	}
-	for _, c := range cfg.TrustedProxies {
-		p, err := parsePrefix(c)
-		if err != nil {
-			return nil, fmt.Errorf("guard.trusted_proxies: %w", err)
-		}
-		g.trusted = append(g.trusted, p)
-	}
 	if g.m, err = newMetrics(deps.Registerer, g, deps.Reloads); err != nil {
 		return nil, err
 	}
-	var errs []error
-	if err := g.loadKeys(true); err != nil {
-		errs = append(errs, err)
+	g.conns = newConnLimiter(g.log, g.m)
+	g.conns.tls = cfg.TLS != nil
+	s, err := g.staticSettings(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if err := g.loadLimits(true); err != nil {
-		errs = append(errs, err)
-	}
+	f, kl := g.parseKeys(cfg.KeysFile)
+	lim, ll := g.parseLimits(cfg.LimitsFile)
+	errs := []error{kl.err, ll.err}
 	if cfg.TLS != nil {
-		if err := g.loadTLS(true); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, g.loadTLS(true))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	g.proxy = g.newProxy()
+	s.keyFile, s.keys, s.limits = f, keys.NewSet(f), lim
+	g.reload.Lock()
+	g.install(s)
+	g.noteLoad(kl, len(f.Entries))
+	if ll.path != "" {
+		g.noteLoad(ll, len(lim.PerKey))
+	}
+	g.reload.Unlock()
+	g.proxy = g.newProxy(s.maxConns)
 	g.handler = http.HandlerFunc(g.serve)
 	return g, nil
 }
@@ -215,7 +223,7 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // Handler returns the whole chain (request id, auth, limits, audit, proxy).
 func (g *Guard) Handler() http.Handler { return g.handler }
 
-// Addr returns the listening address once Run is listening, else nil.
+// Addr returns the listening address once Listen has bound it, else nil.
 func (g *Guard) Addr() net.Addr {
 	if a := g.addr.Load(); a != nil {
 		return *a
@@ -223,19 +231,32 @@ func (g *Guard) Addr() net.Addr {
 	return nil
 }
 
-// Run listens on cfg.Listen (TLS when configured), watches the keys, limits
-// and certificate files, and serves until ctx is cancelled; then it stops
-// accepting and lets requests in flight finish for up to cfg.DrainTimeout.
-func (g *Guard) Run(ctx context.Context) error {
-	listen := g.cfg.Listen
-	if listen == "" {
-		listen = "127.0.0.1:8000"
+// MaxConnections is the cap on open client connections in force.
+func (g *Guard) MaxConnections() int { return g.snap.Load().maxConns }
+
+// OpenConnections is the number of open client connections.
+func (g *Guard) OpenConnections() int { return g.conns.Open() }
+
+// Listen binds the guard's listener (TLS when configured) with its
+// connection caps. Run calls it when it has not been called; the daemon
+// calls it before telling systemd it is ready, so that READY=1 means the
+// port answers.
+func (g *Guard) Listen() error {
+	g.lnMu.Lock()
+	defer g.lnMu.Unlock()
+	if g.ln != nil {
+		return nil
 	}
-	ln, err := net.Listen("tcp", listen)
+	listen := g.static.Listen
+	if listen == "" {
+		listen = config.DefaultGuardListen
+	}
+	raw, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("guard listen: %w", err)
 	}
-	if g.cfg.TLS != nil {
+	var ln net.Listener = &capListener{Listener: raw, lim: g.conns}
+	if g.static.TLS != nil {
 		ln = tls.NewListener(ln, &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -243,16 +264,40 @@ func (g *Guard) Run(ctx context.Context) error {
 			},
 		})
 	}
-	a := ln.Addr()
+	a := raw.Addr()
 	g.addr.Store(&a)
+	g.ln = ln
+	return nil
+}
+
+// Run serves on the listener (binding it first if Listen was not called),
+// watches the keys, limits and certificate files, and serves until ctx is
+// cancelled; then it stops accepting and lets requests in flight finish for
+// up to drain_timeout.
+func (g *Guard) Run(ctx context.Context) error {
+	if err := g.Listen(); err != nil {
+		return err
+	}
+	g.lnMu.Lock()
+	ln := g.ln
+	g.lnMu.Unlock()
+	headerTimeout, idle := g.static.HeaderTimeout, g.static.IdleTimeout
+	if headerTimeout <= 0 {
+		headerTimeout = config.DefaultHeaderTimeout
+	}
+	if idle <= 0 {
+		idle = config.DefaultIdleTimeout
+	}
 	srv := &http.Server{
 		Handler:           g.handler,
-		ReadHeaderTimeout: g.readHeaderTimeout,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       idle,
 		MaxHeaderBytes:    64 << 10,
+		ConnContext:       withConn,
 		ErrorLog:          g.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
-	g.log.Info("guard listening", "addr", a.String(), "upstream", g.cfg.Upstream, "tls", g.cfg.TLS != nil)
+	g.log.Info("guard listening", "addr", g.Addr().String(), "upstream", g.static.Upstream, "tls", g.static.TLS != nil,
+		"max_connections", g.MaxConnections())
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -269,14 +314,11 @@ func (g *Guard) Run(ctx context.Context) error {
 		return fmt.Errorf("guard serve: %w", err)
 	case <-ctx.Done():
 	}
-	drain := g.cfg.DrainTimeout
-	if drain <= 0 {
-		drain = 30 * time.Second
-	}
+	drain := g.snap.Load().drainTimeout
 	g.log.Info("guard draining", "timeout", drain.String())
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	err = srv.Shutdown(sctx)
+	err := srv.Shutdown(sctx)
 	if err != nil {
 		g.log.Warn("guard drain timed out; closing the remaining connections", "error", err)
 		_ = srv.Close()
@@ -290,162 +332,41 @@ func (g *Guard) Run(ctx context.Context) error {
 	return nil
 }
 
-// Reload re-reads the keys and limits files (and the TLS certificate). A file
-// that does not parse keeps the previous state; the error says why, with
-// line:col.
-func (g *Guard) Reload() error {
-	errs := []error{g.loadKeys(false), g.loadLimits(false)}
-	if g.cfg.TLS != nil {
-		errs = append(errs, g.loadTLS(false))
-	}
-	return errors.Join(errs...)
-}
-
 // RecordReload sets the reload metrics for a file the guard does not own (the
 // daemon's HCL config, for example), so all reloads share one metric family.
 func (g *Guard) RecordReload(file string, ok bool) { g.m.reloaded(file, ok) }
 
-// changed reads path and reports whether its content differs from the last
-// successful load.
-func (g *Guard) changed(path string, force bool) ([]byte, [sha256.Size]byte, bool, error) {
-	src, err := os.ReadFile(path)
-	if err != nil {
-		return nil, [sha256.Size]byte{}, false, err
-	}
-	sum := sha256.Sum256(src)
-	return src, sum, force || g.sums[path] != sum, nil
-}
-
-func (g *Guard) loadKeys(first bool) error {
-	g.reload.Lock()
-	recs, err := g.loadKeysLocked(first)
-	g.reload.Unlock()
-	g.writeAdmin(recs) // outside the lock: a slow audit log never holds up reloads
-	return err
-}
-
-// loadKeysLocked loads the keys file (g.reload held) and returns the admin
-// records of what a reload changed.
-func (g *Guard) loadKeysLocked(first bool) ([]*audit.Record, error) {
-	path := g.cfg.KeysFile
-	src, sum, changed, err := g.changed(path, first)
-	if err != nil {
-		g.m.reloaded(path, false)
-		g.log.Error("keys file unreadable; keeping the previous keys", "file", path, "error", err)
-		return nil, fmt.Errorf("keys file: %w", err)
-	}
-	if !changed {
-		return nil, nil
-	}
-	f, warns, err := keys.Parse(src)
-	for _, w := range warns {
-		g.log.Warn("keys file: "+w.Msg, "file", path, "line", w.Line, "col", w.Col)
-	}
-	if err != nil {
-		g.m.reloaded(path, false)
-		err = fmt.Errorf("keys file: %w", jsonc.InFile(path, err))
-		if first {
-			return nil, err
-		}
-		g.log.Error("keys file invalid; keeping the previous keys", "file", path, "error", err)
-		return []*audit.Record{{Stage: audit.StageAdmin, Action: ActionKeysInvalid, Target: path, Error: err.Error()}}, err
-	}
-	set := keys.NewSet(f)
-	g.keys.Store(set)
-	g.m.setKeys(f)
-	g.sums[path] = sum
-	g.m.reloaded(path, true)
-	if err := g.store.Retain(context.Background(), set.Has); err != nil {
-		g.log.Warn("could not forget limit state of removed keys", "error", err)
-	}
-	var recs []*audit.Record
-	if !first && g.keyFile != nil {
-		recs = keyChanges(g.keyFile, f)
-	}
-	g.keyFile = f
-	if !first {
-		g.log.Info("keys reloaded", "file", path, "keys", set.Len(), "changes", len(recs))
-	}
-	return recs, nil
-}
-
-func (g *Guard) loadLimits(first bool) error {
-	path := g.cfg.LimitsFile
-	if path == "" {
-		g.limits.Store(&Limits{})
-		return nil
-	}
-	g.reload.Lock()
-	rec, err := g.loadLimitsLocked(path, first)
-	g.reload.Unlock()
-	if rec != nil {
-		g.writeAdmin([]*audit.Record{rec})
-	}
-	return err
-}
-
-// loadLimitsLocked loads the limits file (g.reload held) and returns the
-// admin record of a reload, if any.
-func (g *Guard) loadLimitsLocked(path string, first bool) (*audit.Record, error) {
-	src, sum, changed, err := g.changed(path, first)
-	if err != nil {
-		g.m.reloaded(path, false)
-		g.log.Error("limits file unreadable; keeping the previous limits", "file", path, "error", err)
-		return nil, fmt.Errorf("limits file: %w", err)
-	}
-	if !changed {
-		return nil, nil
-	}
-	l, warns, err := ParseLimits(src)
-	for _, w := range warns {
-		g.log.Warn("limits file: "+w, "file", path)
-	}
-	if err != nil {
-		g.m.reloaded(path, false)
-		err = fmt.Errorf("limits file: %w", jsonc.InFile(path, err))
-		if first {
-			return nil, err
-		}
-		g.log.Error("limits file invalid; keeping the previous limits", "file", path, "error", err)
-		return &audit.Record{Stage: audit.StageAdmin, Action: ActionLimitsFailed, Target: path, Error: err.Error()}, err
-	}
-	g.limits.Store(l)
-	g.sums[path] = sum
-	g.m.reloaded(path, true)
-	if first {
-		return nil, nil
-	}
-	g.log.Info("limits reloaded", "file", path, "entries", len(l.PerKey))
-	return &audit.Record{Stage: audit.StageAdmin, Action: ActionLimitsLoaded, Target: path}, nil
-}
-
 func (g *Guard) loadTLS(first bool) error {
 	g.reload.Lock()
 	defer g.reload.Unlock()
-	certSrc, cs, c1, err := g.changed(g.cfg.TLS.Cert, first)
+	t := g.static.TLS
+	certSrc, err := os.ReadFile(t.Cert)
 	if err != nil {
 		return fmt.Errorf("tls certificate: %w", err)
 	}
-	keySrc, ks, c2, err := g.changed(g.cfg.TLS.Key, first)
+	keySrc, err := os.ReadFile(t.Key)
 	if err != nil {
 		return fmt.Errorf("tls key: %w", err)
 	}
-	if !c1 && !c2 {
+	cs, ks := sha256.Sum256(certSrc), sha256.Sum256(keySrc)
+	if !first && g.tlsSums[t.Cert] == cs && g.tlsSums[t.Key] == ks {
 		return nil
 	}
+	l := loaded{path: t.Cert, sum: cs}
 	cert, err := tls.X509KeyPair(certSrc, keySrc)
 	if err != nil {
-		g.m.reloaded(g.cfg.TLS.Cert, false)
+		l.err = fmt.Errorf("tls certificate %s: %w", t.Cert, err)
+		g.noteFailure(l)
 		if !first {
-			g.log.Error("tls certificate invalid; keeping the previous one", "file", g.cfg.TLS.Cert, "error", err)
+			g.log.Error("tls certificate invalid; keeping the previous one", "file", t.Cert, "error", err)
 		}
-		return fmt.Errorf("tls certificate %s: %w", g.cfg.TLS.Cert, err)
+		return l.err
 	}
 	g.cert.Store(&cert)
-	g.sums[g.cfg.TLS.Cert], g.sums[g.cfg.TLS.Key] = cs, ks
-	g.m.reloaded(g.cfg.TLS.Cert, true)
+	g.tlsSums[t.Cert], g.tlsSums[t.Key] = cs, ks
+	g.noteLoad(l, 0)
 	if !first {
-		g.log.Info("tls certificate reloaded", "file", g.cfg.TLS.Cert)
+		g.log.Info("tls certificate reloaded", "file", t.Cert)
 	}
 	return nil
 }

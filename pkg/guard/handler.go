@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,20 +20,30 @@ import (
 	"github.com/glmctl/glmctl/pkg/keys"
 )
 
-// exchange is the per-request state shared by the chain, the proxy hooks and
-// the response recorder. All of it is touched from the request's goroutine.
+// exchange is the per-request state that every stage of the request path
+// reads and writes, and that the proxy hooks and the response recorder
+// share. All of it is touched from the request's goroutine.
 type exchange struct {
-	id     string
-	start  time.Time
-	path   string
-	key    *keys.Key
-	model  string
-	stream bool
+	id    string
+	start time.Time
+	// s is the settings in force when the request arrived: one view for
+	// the whole request, whatever reloads happen meanwhile.
+	s    *settings
+	path string
+	rt   *route
+	key  *keys.Key
+	// deniedKey names the key of a request refused for a revoked,
+	// disabled or expired key (key is nil then), for the audit trail.
+	deniedKey string
+	model     string
+	stream    bool
 	// hideUsage: the client did not ask for the stream's usage chunk; the
 	// guard asked upstream for it and removes it on the way back.
 	hideUsage bool
+	reserve   int64
 	bytesIn   int64
-	body      []byte // the request body to forward
+	body      []byte // the request body to forward (nil: none)
+	bodyDone  bool   // the client's body has been read to its end
 
 	admitted bool
 	ticket   Ticket
@@ -106,35 +115,70 @@ func newRequestID() string {
 	return "req_" + hex.EncodeToString(b[:])
 }
 
-// serve is the whole chain.
+// A stage is one step of the request path. It returns true to go on, or
+// false once it has answered the request (refused it).
+type stage func(g *Guard, x *exchange, w *recorder, r *http.Request) bool
+
+// stages is the request path, in order: path → auth → route → body → model
+// → readiness → admit → audit. An admitted, audited request is then
+// forwarded (proxy.go), and finish settles and records it however it ends.
+var stages = [...]stage{
+	(*Guard).checkPath,
+	(*Guard).authenticate,
+	(*Guard).authorizeRoute,
+	(*Guard).readBody,
+	(*Guard).authorizeModel,
+	(*Guard).checkReady,
+	(*Guard).admit,
+	(*Guard).recordReceived,
+}
+
+// serve runs one request through the stages, then forwards it.
 func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
-	x := &exchange{id: newRequestID(), start: time.Now()}
+	x := &exchange{id: newRequestID(), start: time.Now(), s: g.snap.Load()}
 	w.Header().Set("X-Request-Id", x.id)
 	rw := &recorder{ResponseWriter: w}
 	defer g.finish(rw, r, x)
 
-	if r.URL.Path == "/health" && r.URL.RawQuery == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+	if r.URL.Path == "/health" && r.URL.RawQuery == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) && !hasBody(r) {
 		x.route = "/health"
-		g.health(rw)
+		g.health(rw, x)
 		return
 	}
+	for _, st := range stages {
+		if !st(g, x, rw, r) {
+			return
+		}
+	}
+	g.forward(rw, r, x)
+}
+
+// checkPath decides the path the guard routes on and forwards.
+func (g *Guard) checkPath(x *exchange, w *recorder, r *http.Request) bool {
 	p, ok := cleanPath(r.URL.RawPath, r.URL.Path)
 	if !ok {
-		g.refuse(rw, x, http.StatusBadRequest, typeInvalidRequest, codeBadPath, "path", "The request path is not valid: dot segments, empty segments and encoded slashes are refused.")
-		return
+		g.refuse(w, r, x, http.StatusBadRequest, typeInvalidRequest, codeBadPath, "path", "The request path is not valid: dot segments, empty segments and encoded slashes are refused.")
+		return false
 	}
-	x.path = p
+	x.path, x.rt = p, lookupRoute(p)
+	return true
+}
 
-	// Authenticate.
+// authenticate finds the key of the request. It comes before anything else
+// is looked at, so without a valid key every path is 401.
+func (g *Guard) authenticate(x *exchange, w *recorder, r *http.Request) bool {
 	secret, ok := bearer(r.Header.Get("Authorization"))
 	if !ok {
 		x.authFailure = authMissing
-		g.refuse(rw, x, http.StatusUnauthorized, typeInvalidRequest, codeInvalidKey, "auth",
+		g.refuse(w, r, x, http.StatusUnauthorized, typeInvalidRequest, codeInvalidKey, "auth",
 			"You didn't provide an API key. Send it in the Authorization header: Authorization: Bearer YOUR_KEY.")
-		return
+		return false
 	}
-	key, err := g.keys.Load().Lookup(secret, time.Now())
+	key, err := x.s.keys.Lookup(secret, time.Now())
 	if err != nil {
+		if key != nil {
+			x.deniedKey = key.Name
+		}
 		msg := fmt.Sprintf("Incorrect API key provided: %s.", keys.Mask(secret))
 		x.authFailure = authUnknown
 		switch {
@@ -145,122 +189,170 @@ func (g *Guard) serve(w http.ResponseWriter, r *http.Request) {
 			msg = fmt.Sprintf("The API key %s is disabled.", keys.Mask(secret))
 			x.authFailure = authDisabled
 		}
-		g.refuse(rw, x, http.StatusUnauthorized, typeInvalidRequest, codeInvalidKey, "auth", msg)
-		return
+		g.refuse(w, r, x, http.StatusUnauthorized, typeInvalidRequest, codeInvalidKey, "auth", msg)
+		return false
 	}
 	x.key = key
+	markAuthenticated(r.Context())
+	return true
+}
 
-	// Authorize the route.
-	rt := classify(p)
+// authorizeRoute applies the route table: who may call the path, with
+// which method, and whether it takes a body.
+func (g *Guard) authorizeRoute(x *exchange, w *recorder, r *http.Request) bool {
+	rt := x.rt
 	switch {
-	case rt.kind == routeUnknown:
-		g.refuse(rw, x, http.StatusNotFound, typeInvalidRequest, codeNotFound, "route", "Unknown route "+p+".")
-		return
-	case rt.kind == routeDenied, rt.kind == routeAdmin && !key.IsAdmin():
+	case rt.access == accessNone:
+		g.refuse(w, r, x, http.StatusNotFound, typeInvalidRequest, codeNotFound, "route", "Unknown route "+x.path+".")
+		return false
+	case rt.access == accessDenied, rt.access == accessAdmin && !x.key.IsAdmin():
 		x.authFailure = authForbiddenRoute
-		g.refuse(rw, x, http.StatusForbidden, typePermission, codeRouteDenied, "route", "This key may not use "+p+".")
-		return
+		g.refuse(w, r, x, http.StatusForbidden, typePermission, codeRouteDenied, "route", "This key may not use "+x.path+".")
+		return false
 	case r.Method != rt.method:
-		rw.Header().Set("Allow", rt.method)
-		g.refuse(rw, x, http.StatusMethodNotAllowed, typeInvalidRequest, codeMethod, "method", p+" takes "+rt.method+".")
-		return
+		w.Header().Set("Allow", rt.method)
+		g.refuse(w, r, x, http.StatusMethodNotAllowed, typeInvalidRequest, codeMethod, "method", x.path+" takes "+rt.method+".")
+		return false
+	case rt.body == bodyNone && hasBody(r):
+		g.refuse(w, r, x, http.StatusBadRequest, typeInvalidRequest, codeBodyNotAllowed, "body", x.path+" takes no request body.")
+		return false
 	}
+	return true
+}
 
-	// Read and check the body.
-	var body []byte
-	var reserve int64
-	if rt.method == http.MethodPost {
-		var status int
-		var msg string
-		body, status, msg = g.readBody(rw, r)
-		if status != 0 {
-			code := codeBadJSON
-			if status == http.StatusRequestEntityTooLarge {
-				code = codeBodyTooLarge
-			}
-			g.refuse(rw, x, status, typeInvalidRequest, code, "body", msg)
-			return
-		}
-		x.bytesIn = int64(len(body))
-		if g.auditLevel == audit.LevelRequest || g.auditLevel == audit.LevelRequestResponse {
-			x.reqBody = body // inspect never changes these bytes
-		}
-		var req inferenceRequest
-		if body, req, msg = g.inspect(body, rt); msg != "" {
-			g.refuse(rw, x, http.StatusBadRequest, typeInvalidRequest, codeBadJSON, "body", msg)
-			return
-		}
-		x.model, x.stream, x.hideUsage = req.Model, req.Stream, req.hideUsage
-		reserve = req.reserve
-		if rt.kind == routeInference && !key.AllowsModel(req.Model) {
-			x.authFailure = authForbiddenModel
-			g.refuse(rw, x, http.StatusForbidden, typePermission, codeModelDenied, "model",
-				fmt.Sprintf("This key may not use the model %q.", req.Model))
-			return
-		}
+// readBody reads and inspects a JSON body (routes that take one): at most
+// max_body bytes within body_timeout, then the decided fields with the
+// model server's semantics (inspect.go).
+func (g *Guard) readBody(x *exchange, w *recorder, r *http.Request) bool {
+	if x.rt.body == bodyNone {
+		return true
 	}
-
-	// The model must be up.
-	if g.ready != nil && !g.ready() {
-		rw.Header().Set("Retry-After", "5")
-		g.refuse(rw, x, http.StatusServiceUnavailable, typeServer, codeNotReady, "not_ready",
-			"The model is loading or restarting; try again shortly.")
-		return
+	if len(r.TransferEncoding) > 0 {
+		// A chunked body may have come with a Content-Length that Go's
+		// parser dropped (RFC 9112 §6.3: a message with both may be a
+		// smuggling attempt): answer it, then close the connection.
+		w.Header().Set("Connection", "close")
 	}
+	body, status, msg := x.s.read(w, r)
+	if status != 0 {
+		code := codeBadJSON
+		switch status {
+		case http.StatusRequestEntityTooLarge:
+			code = codeBodyTooLarge
+		case http.StatusRequestTimeout:
+			code = codeBodyTimeout
+		}
+		g.refuse(w, r, x, status, typeInvalidRequest, code, "body", msg)
+		return false
+	}
+	x.bodyDone = true
+	x.bytesIn = int64(len(body))
+	if g.auditLevel == audit.LevelRequest || g.auditLevel == audit.LevelRequestResponse {
+		x.reqBody = body // inspect never changes these bytes
+	}
+	req, err := inspect(body, x.rt, x.s.inspect)
+	if err != nil {
+		g.refuse(w, r, x, http.StatusBadRequest, typeInvalidRequest, codeBadJSON, "body", err.Error())
+		return false
+	}
+	x.model, x.stream, x.hideUsage, x.reserve, x.body = req.model, req.stream, req.hideUsage, req.reserve, req.body
+	return true
+}
 
-	// Admit: every limit that applies, or none.
+// authorizeModel applies the key's model allowlist on user routes.
+func (g *Guard) authorizeModel(x *exchange, w *recorder, r *http.Request) bool {
+	if x.rt.access != accessUser || x.rt.body == bodyNone || x.key.AllowsModel(x.model) {
+		return true
+	}
+	x.authFailure = authForbiddenModel
+	g.refuse(w, r, x, http.StatusForbidden, typePermission, codeModelDenied, "model",
+		fmt.Sprintf("This key may not use the model %q.", x.model))
+	return false
+}
+
+// checkReady refuses requests while the model is loading or restarting.
+func (g *Guard) checkReady(x *exchange, w *recorder, r *http.Request) bool {
+	if g.ready == nil || g.ready(x.s.program) {
+		return true
+	}
+	w.Header().Set("Retry-After", "5")
+	g.refuse(w, r, x, http.StatusServiceUnavailable, typeServer, codeNotReady, "not_ready",
+		"The model is loading or restarting; try again shortly.")
+	return false
+}
+
+// admit takes every limit that applies, or none.
+func (g *Guard) admit(x *exchange, w *recorder, r *http.Request) bool {
 	d, err := g.store.Admit(r.Context(), Ask{
-		Key: key.Name, Limit: g.limits.Load().For(key.Name), Global: g.global, Tokens: reserve,
+		Key: x.key.Name, Limit: x.s.limits.For(x.key.Name), Global: x.s.global, Tokens: x.reserve,
 	})
 	if err != nil {
 		g.log.Error("limit store failed", "error", err)
-		rw.Header().Set("Retry-After", "1")
-		g.refuse(rw, x, http.StatusServiceUnavailable, typeServer, codeLimitsDown, "store", "Rate limits cannot be checked right now; try again shortly.")
-		return
+		w.Header().Set("Retry-After", "1")
+		g.refuse(w, r, x, http.StatusServiceUnavailable, typeServer, codeLimitsDown, "store", "Rate limits cannot be checked right now; try again shortly.")
+		return false
 	}
-	setRateHeaders(rw.Header(), d.Status)
+	setRateHeaders(w.Header(), d.Status)
 	if !d.Allowed {
-		g.rejectLimit(rw, x, d, reserve)
-		return
+		g.rejectLimit(w, r, x, d)
+		return false
 	}
 	x.admitted, x.ticket = true, d.Ticket
+	return true
+}
 
-	// Record "received" before forwarding.
-	if g.audit != nil {
-		if err := g.audit.Write(r.Context(), g.record(r, x, audit.StageReceived, 0)); err != nil {
-			_ = g.store.Cancel(context.WithoutCancel(r.Context()), x.ticket)
-			x.admitted = false
-			if r.Context().Err() != nil {
-				// The client went away while its record was queued: nothing
-				// is wrong with the audit log, and nobody reads an answer.
-				x.errMsg = "client_closed"
-				return
-			}
-			g.log.Error("audit record could not be written; refusing the request", "request_id", x.id, "error", err)
-			rw.Header().Set("Retry-After", "1")
-			g.refuse(rw, x, http.StatusServiceUnavailable, typeServer, codeAuditDown, "audit", "The request cannot be audited right now; try again shortly.")
-			return
-		}
+// recordReceived writes the "received" record before anything is
+// forwarded; a request that cannot be audited is not served.
+func (g *Guard) recordReceived(x *exchange, w *recorder, r *http.Request) bool {
+	if g.audit == nil {
+		return true
 	}
+	err := g.audit.Write(r.Context(), g.record(r, x, audit.StageReceived, 0))
+	if err == nil {
+		return true
+	}
+	_ = g.store.Cancel(context.WithoutCancel(r.Context()), x.ticket)
+	x.admitted = false
+	if r.Context().Err() != nil {
+		// The client went away while its record was queued: nothing is
+		// wrong with the audit log, and nobody reads an answer.
+		x.errMsg = "client_closed"
+		return false
+	}
+	g.log.Error("audit record could not be written; refusing the request", "request_id", x.id, "error", err)
+	w.Header().Set("Retry-After", "1")
+	g.refuse(w, r, x, http.StatusServiceUnavailable, typeServer, codeAuditDown, "audit", "The request cannot be audited right now; try again shortly.")
+	return false
+}
 
-	x.body = body
+// forward hands an admitted request to the reverse proxy.
+func (g *Guard) forward(w *recorder, r *http.Request, x *exchange) {
 	x.keepResp = g.auditLevel == audit.LevelRequestResponse
 	out := r.WithContext(context.WithValue(r.Context(), ctxKey{}, x))
-	if body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.ContentLength = int64(len(body))
-		out.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	if x.body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(x.body))
+		out.ContentLength = int64(len(x.body))
+		out.Header.Set("Content-Length", strconv.Itoa(len(x.body)))
+	} else {
+		out.Body, out.ContentLength = http.NoBody, 0
+		out.Header.Del("Content-Length")
 	}
+	out.TransferEncoding = nil
 	g.m.inFlight.Inc()
 	defer g.m.inFlight.Dec()
-	g.proxy.ServeHTTP(rw, out)
+	g.proxy.ServeHTTP(w, out)
+}
+
+// hasBody reports whether the client announced a request body.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength != 0 || len(r.TransferEncoding) > 0
 }
 
 // health answers /health without a key and without detail.
-func (g *Guard) health(w http.ResponseWriter) {
+func (g *Guard) health(w http.ResponseWriter, x *exchange) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	if g.ready != nil && !g.ready() {
+	if g.ready != nil && !g.ready(x.s.program) {
 		w.Header().Set("Retry-After", "5")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "{\"status\":\"unavailable\"}\n")
@@ -279,15 +371,28 @@ func bearer(h string) (string, bool) {
 	return k, k != "" && !strings.ContainsAny(k, " \t")
 }
 
-func (g *Guard) refuse(w http.ResponseWriter, x *exchange, status int, typ, code, reason, msg string) {
+// refuse answers a request the guard will not serve. The connection is
+// closed after the answer unless the request's body (if any) has been read
+// and the refusal is one a client may retry on the same connection (429,
+// 503): the guard never waits for, nor forwards, a body it has refused.
+func (g *Guard) refuse(w *recorder, r *http.Request, x *exchange, status int, typ, code, reason, msg string) {
 	x.reason, x.errMsg = reason, code
+	if (hasBody(r) && !x.bodyDone) || (status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable) {
+		w.Header().Set("Connection", "close")
+	}
+	// A client that does not read its answer cannot hold the handler.
+	_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
 	writeError(w, status, typ, code, msg)
 }
 
-func (g *Guard) rejectLimit(w http.ResponseWriter, x *exchange, d Decision, reserve int64) {
-	lim := g.limits.Load().For(x.key.Name)
+// refusalWriteTimeout bounds the writing of a refusal.
+const refusalWriteTimeout = 10 * time.Second
+
+func (g *Guard) rejectLimit(w *recorder, r *http.Request, x *exchange, d Decision) {
+	lim := x.s.limits.For(x.key.Name)
+	reserve := x.reserve
 	if d.Reason == ReasonTooLarge {
-		g.refuse(w, x, http.StatusRequestEntityTooLarge, typeInvalidRequest, codeTooLarge, d.Reason,
+		g.refuse(w, r, x, http.StatusRequestEntityTooLarge, typeInvalidRequest, codeTooLarge, d.Reason,
 			fmt.Sprintf("Request too large: it reserves %d tokens (prompt estimate + max_tokens) but this key's limit is %d tokens per minute (TPM). Lower max_tokens or shorten the prompt; retrying will not help.", reserve, lim.TPM))
 		return
 	}
@@ -306,12 +411,12 @@ func (g *Guard) rejectLimit(w http.ResponseWriter, x *exchange, d Decision, rese
 		msg = fmt.Sprintf("Too many concurrent requests for key %q: Limit %d. Please try again when one finishes.", x.key.Name, lim.Concurrency)
 	case ReasonGlobalRPM:
 		typ = "requests"
-		msg = fmt.Sprintf("The service is at its overall request limit (%d per min). Please try again in %s.", g.global.RPM, retry.Round(time.Millisecond))
+		msg = fmt.Sprintf("The service is at its overall request limit (%d per min). Please try again in %s.", x.s.global.RPM, retry.Round(time.Millisecond))
 	default:
 		typ = "requests"
-		msg = fmt.Sprintf("The service is at its overall concurrency limit (%d). Please try again shortly.", g.global.Concurrency)
+		msg = fmt.Sprintf("The service is at its overall concurrency limit (%d). Please try again shortly.", x.s.global.Concurrency)
 	}
-	g.refuse(w, x, http.StatusTooManyRequests, typ, codeRateLimit, d.Reason, msg)
+	g.refuse(w, r, x, http.StatusTooManyRequests, typ, codeRateLimit, d.Reason, msg)
 }
 
 // setRateHeaders writes OpenAI's x-ratelimit-* headers for the limited
@@ -329,243 +434,53 @@ func setRateHeaders(h http.Header, s RateStatus) {
 	}
 }
 
-// readBody reads at most max_body bytes; status is non-zero on failure.
-func (g *Guard) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
-	limit := g.cfg.MaxBody
-	if limit <= 0 {
-		limit = 4 << 20
-	}
-	tooBig := fmt.Sprintf("The request body is larger than the %d bytes allowed.", limit)
-	if r.ContentLength > limit {
+// read reads the request body: at most maxBody bytes, all of it within
+// bodyTimeout. status is non-zero on failure (413, 408 or 400); the read
+// deadline then stays, so nothing more is read from that connection.
+func (s *settings) read(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
+	tooBig := fmt.Sprintf("The request body is larger than the %d bytes allowed.", s.maxBody)
+	if r.ContentLength > s.maxBody {
 		return nil, http.StatusRequestEntityTooLarge, tooBig
 	}
-	// Slow bodies get a deadline; headers already have ReadHeaderTimeout.
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(30 * time.Second))
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-	rd := http.MaxBytesReader(w, r.Body, limit)
+	_ = rc.SetReadDeadline(time.Now().Add(s.bodyTimeout))
+	rd := http.MaxBytesReader(w, r.Body, s.maxBody)
 	var body []byte
 	var err error
 	if n := r.ContentLength; n > 0 {
-		body = make([]byte, n) // n <= limit, checked above
+		body = make([]byte, n) // n <= maxBody, checked above
 		_, err = io.ReadFull(rd, body)
 	} else {
 		body, err = io.ReadAll(rd)
 	}
 	var mbe *http.MaxBytesError
+	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
 		return nil, http.StatusRequestEntityTooLarge, tooBig
+	case errors.As(err, &ne) && ne.Timeout():
+		return nil, http.StatusRequestTimeout, fmt.Sprintf("The request body did not arrive within %s.", s.bodyTimeout)
 	case err != nil:
 		return nil, http.StatusBadRequest, "The request body could not be read."
 	case len(body) == 0:
 		return nil, http.StatusBadRequest, "The request body is empty; send a JSON object."
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	return body, 0, ""
-}
-
-// inferenceRequest is what the guard reads from a request body.
-type inferenceRequest struct {
-	Model               string          `json:"model"`
-	Stream              bool            `json:"stream"`
-	StreamOptions       json.RawMessage `json:"stream_options"`
-	MaxTokens           *int64          `json:"max_tokens"`
-	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
-	N                   *int64          `json:"n"`
-	BestOf              *int64          `json:"best_of"`
-	Messages            json.RawMessage `json:"messages"`
-	Prompt              json.RawMessage `json:"prompt"`
-	Input               json.RawMessage `json:"input"`
-
-	reserve   int64
-	hideUsage bool
-}
-
-// estimatePrompt estimates the prompt's tokens as the bytes of its JSON
-// (messages, prompt or input) divided by 4, rounded up: about right for
-// English (4 characters per token) and generous for CJK text (3 bytes per
-// character in UTF-8, about 1 token per character), never zero for a
-// non-empty prompt.
-func estimatePrompt(req *inferenceRequest) int64 {
-	n := len(req.Messages) + len(req.Prompt) + len(req.Input)
-	return int64((n + 3) / 4)
-}
-
-// inspect parses the body, computes the token reservation and, for streams
-// whose client did not ask for usage, asks upstream for it. It returns the
-// body to forward, or a message for a 400.
-func (g *Guard) inspect(body []byte, rt route) ([]byte, inferenceRequest, string) {
-	var req inferenceRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, req, "The request body is not a valid JSON object: " + jsonProblem(err)
-	}
-	if body = bytes.TrimSpace(body); len(body) == 0 || body[0] != '{' {
-		return nil, req, "The request body must be a JSON object."
-	}
-	if msg := ambiguousField(body); msg != "" {
-		return nil, req, msg
-	}
-	if rt.kind != routeInference {
-		return body, req, ""
-	}
-	maxTokens := int64(g.cfg.DefaultMaxTokens)
-	if maxTokens <= 0 {
-		maxTokens = 1024
-	}
-	switch {
-	case req.MaxCompletionTokens != nil:
-		maxTokens = *req.MaxCompletionTokens
-	case req.MaxTokens != nil:
-		maxTokens = *req.MaxTokens
-	}
-	if maxTokens < 0 {
-		return nil, req, "max_tokens must not be negative."
-	}
-	req.reserve = estimatePrompt(&req)
-	if rt.completion {
-		// n (and best_of) choices each generate up to max_tokens.
-		choices := int64(1)
-		for _, c := range []*int64{req.N, req.BestOf} {
-			if c != nil && *c > choices {
-				choices = *c
-			}
-		}
-		if choices > 1 && maxTokens > math.MaxInt64/choices {
-			return nil, req, "n × max_tokens is too large."
-		}
-		req.reserve += maxTokens * choices
-	}
-	if !req.Stream || !rt.completion {
-		return body, req, ""
-	}
-	// Streams: make sure upstream sends the usage chunk.
-	opts := map[string]json.RawMessage{}
-	if len(req.StreamOptions) > 0 && string(req.StreamOptions) != "null" {
-		if err := json.Unmarshal(req.StreamOptions, &opts); err != nil {
-			return nil, req, "stream_options must be an object."
-		}
-	}
-	var include bool
-	if raw, ok := opts["include_usage"]; ok {
-		_ = json.Unmarshal(raw, &include)
-	}
-	if include {
-		return body, req, ""
-	}
-	req.hideUsage = true
-	opts["include_usage"] = json.RawMessage("true")
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(body, &all); err != nil {
-		return nil, req, "The request body is not a valid JSON object: " + jsonProblem(err)
-	}
-	all["stream_options"], _ = json.Marshal(opts)
-	nb, err := json.Marshal(all)
-	if err != nil {
-		return nil, req, "The request body could not be re-encoded."
-	}
-	return nb, req, ""
-}
-
-// decidedFields are the top-level fields the guard decides on (allowlist,
-// reservation, usage). encoding/json matches names case-insensitively and
-// keeps the last duplicate; the model server (Python) matches exactly. A body
-// holding "model" twice, or "Model" beside "model", could make the guard
-// check one value while the server uses another (a model allowlist bypass),
-// so such bodies are refused.
-var decidedFields = [...]string{"model", "stream", "stream_options", "max_tokens",
-	"max_completion_tokens", "messages", "prompt", "input", "n", "best_of"}
-
-// ambiguousField returns a message for a 400 when a top-level name of the
-// JSON object body spells one of decidedFields in another case or repeats
-// it, else "". body is known to be a valid JSON object. It scans the bytes
-// once (no decoding): it runs on every inference request.
-func ambiguousField(body []byte) string {
-	var seen [len(decidedFields)]bool
-	depth, expectKey := 0, false
-	for i := 0; i < len(body); i++ {
-		switch c := body[i]; c {
-		case '"':
-			j, escaped := i+1, false
-			for ; j < len(body); j++ {
-				if escaped {
-					escaped = false
-				} else if body[j] == '\\' {
-					escaped = true
-				} else if body[j] == '"' {
-					break
-				}
-			}
-			if depth == 1 && expectKey {
-				expectKey = false
-				name := body[i+1 : min(j, len(body))]
-				if bytes.IndexByte(name, '\\') >= 0 && j < len(body) {
-					var u string
-					if json.Unmarshal(body[i:j+1], &u) == nil {
-						name = []byte(u)
-					}
-				}
-				if msg := checkName(name, &seen); msg != "" {
-					return msg
-				}
-			}
-			i = j
-		case '{', '[':
-			depth++
-			expectKey = depth == 1 && c == '{'
-		case '}', ']':
-			depth--
-		case ',':
-			expectKey = depth == 1
-		}
-	}
-	return ""
-}
-
-// checkName checks one top-level name against decidedFields.
-func checkName(name []byte, seen *[len(decidedFields)]bool) string {
-	if len(name) > len("max_completion_tokens") {
-		return ""
-	}
-	for i, f := range decidedFields {
-		if !strings.EqualFold(string(name), f) {
-			continue
-		}
-		if string(name) != f {
-			return fmt.Sprintf("The request body names %q: write it %q (field names are case-sensitive).", name, f)
-		}
-		if seen[i] {
-			return fmt.Sprintf("The request body gives %q more than once.", f)
-		}
-		seen[i] = true
-	}
-	return ""
-}
-
-// jsonProblem describes a JSON error without quoting the body.
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("syntax error at byte %d.", se.Offset)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %q must be a %s, not a JSON %s.", te.Field, te.Type, te.Value)
-	}
-	return "it could not be decoded."
 }
 
 // clientAddr is the client's address: the peer, or, when the peer is a
 // trusted proxy, the right-most X-Forwarded-For entry that is not one.
-func (g *Guard) clientAddr(r *http.Request) string {
+func (s *settings) clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	if len(g.trusted) == 0 {
+	if len(s.trusted) == 0 {
 		return host
 	}
 	addr, err := netip.ParseAddr(host)
-	if err != nil || !g.isTrusted(addr) {
+	if err != nil || !s.isTrusted(addr) {
 		return host
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
@@ -574,7 +489,7 @@ func (g *Guard) clientAddr(r *http.Request) string {
 		if err != nil {
 			break
 		}
-		if !g.isTrusted(a) {
+		if !s.isTrusted(a) {
 			return a.String()
 		}
 		host = a.String()
@@ -582,9 +497,9 @@ func (g *Guard) clientAddr(r *http.Request) string {
 	return host
 }
 
-func (g *Guard) isTrusted(a netip.Addr) bool {
+func (s *settings) isTrusted(a netip.Addr) bool {
 	a = a.Unmap()
-	for _, p := range g.trusted {
+	for _, p := range s.trusted {
 		if p.Contains(a) {
 			return true
 		}
@@ -597,7 +512,7 @@ func (g *Guard) record(r *http.Request, x *exchange, stage string, status int) *
 		Time:      time.Now().UTC(),
 		Stage:     stage,
 		RequestID: x.id,
-		Client:    g.clientAddr(r),
+		Client:    x.s.clientAddr(r),
 		Method:    r.Method,
 		Path:      x.path,
 		Model:     x.model,
@@ -615,8 +530,11 @@ func (g *Guard) record(r *http.Request, x *exchange, stage string, status int) *
 	case stage == audit.StageCompleted && x.keepResp:
 		rec.ResponseBody = auditBody(x.respBody)
 	}
-	if x.key != nil {
+	switch {
+	case x.key != nil:
 		rec.Key, rec.Role = x.key.Name, x.key.Role
+	case x.deniedKey != "":
+		rec.Key = x.deniedKey
 	}
 	return rec
 }

@@ -152,6 +152,7 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 		MaxBody:          64 << 10,
 		DefaultMaxTokens: 100,
 		DrainTimeout:     500 * time.Millisecond,
+		HeaderTimeout:    300 * time.Millisecond,
 	}
 	unix := false
 	for _, o := range opts {
@@ -169,12 +170,11 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	logger := hclog.New(&hclog.LoggerOptions{Output: h.logs, Level: hclog.Debug})
 	g, err := New(h.cfg, Deps{
 		Logger: logger, Registerer: h.reg, Audit: h.auditor, Store: h.store,
-		Ready: func() bool { h.readyMu.Lock(); defer h.readyMu.Unlock(); return *h.ready },
+		Ready: func(string) bool { h.readyMu.Lock(); defer h.readyMu.Unlock(); return *h.ready },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.readHeaderTimeout = 300 * time.Millisecond
 	h.g = g
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

@@ -90,10 +90,9 @@ func TestNoOverAdmissionGlobal(t *testing.T) {
 func TestNoOverAdmissionTPM(t *testing.T) {
 	body := chatBody("hold", 200, false)
 	raw, _ := json.Marshal(body)
-	probe := &Guard{cfg: &config.Guard{DefaultMaxTokens: 100}}
-	_, req, msg := probe.inspect(raw, classify("/v1/chat/completions"))
-	if msg != "" {
-		t.Fatal(msg)
+	req, err := inspect(raw, lookupRoute("/v1/chat/completions"), inspectLimits{defaultMaxTokens: 100, maxModelLen: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
 	}
 	r := req.reserve
 	tpm := 10*r + r/2

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -119,6 +118,9 @@ type metrics struct {
 	authFailures   *prometheus.CounterVec   // reason
 	inFlight       prometheus.Gauge
 	upstreamErrors prometheus.Counter
+	connsOpen      prometheus.Gauge
+	connsUnauth    prometheus.Gauge
+	connsRefused   *prometheus.CounterVec // reason
 	reloads        *ReloadMetrics
 	remaining      *remainingCollector
 
@@ -166,6 +168,18 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 			Name: "glmctl_guard_upstream_errors_total",
 			Help: "Requests the upstream failed: it could not be reached, or it answered with a 5xx status.",
 		}),
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "glmctl_guard_connections_open",
+			Help: "Open client connections of the guard (capped by guard.max_connections).",
+		}),
+		connsUnauth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "glmctl_guard_connections_unauthenticated",
+			Help: "Open client connections on which no request has authenticated yet.",
+		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "glmctl_guard_connections_refused_total",
+			Help: "Client connections refused at accept, by reason (max_connections: 503; per_client: 429, too many unauthenticated connections from one address).",
+		}, []string{"reason"}),
 		reloads:   reloads,
 		remaining: newRemainingCollector(g),
 		keys:      map[string]bool{},
@@ -175,10 +189,13 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 	for _, r := range authReasons() {
 		m.authFailures.WithLabelValues(r)
 	}
+	for _, r := range []string{connMaxConnections, connPerClient} {
+		m.connsRefused.WithLabelValues(r)
+	}
 	// The inference and models routes have their histograms from start-up.
-	for _, r := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"} {
+	for _, r := range inferenceLabels() {
 		m.duration.WithLabelValues(r)
-		if strings.HasSuffix(r, "completions") {
+		if lookupRoute(r).streams {
 			m.firstToken.WithLabelValues(r)
 		}
 	}
@@ -193,7 +210,7 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections,
-		m.authFailures, m.inFlight, m.upstreamErrors, m.remaining} {
+		m.authFailures, m.inFlight, m.upstreamErrors, m.remaining, m.connsOpen, m.connsUnauth, m.connsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register guard metrics: %w", err)
 		}
@@ -298,21 +315,16 @@ func (m *metrics) learnModels(body []byte) {
 	}
 }
 
-// routeLabel is the route label of a routed path ("" when refused before
-// the path was checked).
-func routeLabel(p string) string {
-	if p == "" || classify(p).kind == routeUnknown {
-		return labelOther
-	}
-	return p
-}
-
 // observe counts one finished request.
 func (m *metrics) observe(x *exchange, status int, latency time.Duration, firstByte time.Time) {
 	key := m.keyLabel(x.key)
 	route := x.route
-	if route == "" {
-		route = routeLabel(x.path)
+	switch {
+	case route != "":
+	case x.rt != nil:
+		route = x.rt.label
+	default:
+		route = labelOther // refused before the path was checked
 	}
 	m.requests.WithLabelValues(key, m.modelLabel(x.model), route, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(latency.Seconds())
@@ -383,11 +395,11 @@ func (c *remainingCollector) Collect(ch chan<- prometheus.Metric) {
 	if !ok || c.g.m == nil {
 		return
 	}
-	lims := c.g.limits.Load()
+	s := c.g.snap.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, k := range c.g.m.keyNames() {
-		st, err := p.Peek(ctx, k, lims.For(k), c.g.global)
+		st, err := p.Peek(ctx, k, s.limits.For(k), s.global)
 		if err != nil {
 			if !errors.Is(err, context.DeadlineExceeded) {
 				c.g.log.Warn("limit store could not report remaining budgets", "error", err)

@@ -269,11 +269,11 @@ func TestMemoryStorePeek(t *testing.T) {
 // BenchmarkMetricsObserve measures what the metrics add to each request.
 func BenchmarkMetricsObserve(b *testing.B) {
 	h := newHarness(b)
-	k, err := h.g.keys.Load().Lookup(keyUser2, time.Now())
+	k, err := h.g.snap.Load().keys.Lookup(keyUser2, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
-	x := &exchange{start: time.Now(), path: "/v1/chat/completions", key: k, model: "glm-4.7-flash",
+	x := &exchange{start: time.Now(), path: "/v1/chat/completions", rt: lookupRoute("/v1/chat/completions"), key: k, model: "glm-4.7-flash",
 		stream: true, admitted: true, promptTokens: 11, completionTokens: 7, upstreamDone: true, upstreamStatus: 200}
 	first := x.start.Add(time.Millisecond)
 	b.ReportAllocs()

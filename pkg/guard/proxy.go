@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -20,13 +21,17 @@ import (
 // newProxy builds the reverse proxy to the upstream: a pooled transport sized
 // for hundreds of concurrent requests, every stream chunk flushed as it
 // arrives, usage read on the way back.
-func (g *Guard) newProxy() *httputil.ReverseProxy {
+func (g *Guard) newProxy(maxConns int) *httputil.ReverseProxy {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	idle := min(1024, maxConns)
 	tr := &http.Transport{
-		Proxy:                 nil, // never via an environment proxy
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   1024, // Go's default of 2 would redial under load
+		Proxy:               nil, // never via an environment proxy
+		DialContext:         dialer.DialContext,
+		MaxIdleConns:        idle,
+		MaxIdleConnsPerHost: idle, // Go's default of 2 would redial under load
+		// Upstream connections count against the descriptor budget too:
+		// never more than client connections allowed.
+		MaxConnsPerHost:       maxConns,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
@@ -67,9 +72,12 @@ func (g *Guard) rewrite(pr *httputil.ProxyRequest) {
 	u.User = nil
 	pr.Out.Host = g.up.host
 	h := pr.Out.Header
-	h.Del("Authorization")
-	h.Del("Proxy-Authorization")
-	h.Del("Cookie")
+	for _, name := range credentialHeaders {
+		h.Del(name)
+	}
+	if ip, err := netip.ParseAddr(hostOf(pr.In.RemoteAddr)); err != nil || !x.s.isTrusted(ip) {
+		h.Del("X-Real-Ip")
+	}
 	h.Set("X-Request-Id", x.id)
 	if x.body != nil {
 		// A body the transport knows to be in memory goes out with the
@@ -81,6 +89,19 @@ func (g *Guard) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 		pr.Out.ContentLength = int64(len(b))
 	}
+}
+
+// credentialHeaders are the request headers that can carry a credential;
+// none reaches the upstream.
+var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie", "Api-Key", "X-Api-Key",
+	"X-Auth-Token", "X-Goog-Api-Key", "Openai-Api-Key"}
+
+// hostOf returns the host part of a host:port address.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }
 
 // proxyError answers 502 when the upstream cannot be reached; a client that
@@ -111,6 +132,8 @@ func (g *Guard) modifyResponse(resp *http.Response) error {
 	}
 	ct := h.Get("Content-Type")
 	switch {
+	case x.rt.response == respPass:
+		resp.Body = &usageReader{src: resp.Body, x: x, skip: true}
 	case resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "text/event-stream"):
 		resp.Body = &sseFilter{src: resp.Body, x: x}
 		h.Del("Content-Length")
@@ -120,7 +143,7 @@ func (g *Guard) modifyResponse(resp *http.Response) error {
 		if n := resp.ContentLength; n > 0 && n <= maxUsageBody {
 			u.buf = make([]byte, 0, n)
 		}
-		if x.path == "/v1/models" {
+		if x.rt.response == respModels {
 			u.models = g.m.learnModels
 		}
 		resp.Body = u

@@ -84,7 +84,7 @@ func TestInvalidReloadKeepsOldKeys(t *testing.T) {
 	replaceFile(t, h.keysPath, "{\"api_keys\": {\n  \"user1\": \""+keyUser1+"\"\n  \"x\": 1\n}}")
 	waitFor(t, 15*time.Second, "failed reload logged", func() bool {
 		return counterValue(t, h, "glmctl_config_last_reload_successful", h.keysPath) == 0 &&
-			strings.Contains(h.logs.String(), "keys file invalid")
+			strings.Contains(h.logs.String(), "keys file not loaded")
 	})
 	logs := h.logs.String()
 	if !strings.Contains(logs, "3:3") {

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/config"
 )
 
 type fakeClock struct{ t time.Time }
@@ -201,13 +200,13 @@ func TestTooLargeWinsOverExhaustedLimits(t *testing.T) {
 // worth would let concurrent n=100 requests run far past the key's tpm
 // before any of them settles.
 func TestReservationCountsChoices(t *testing.T) {
-	g := &Guard{cfg: &config.Guard{DefaultMaxTokens: 100}}
-	rt := classify("/v1/chat/completions")
+	rt := lookupRoute("/v1/chat/completions")
+	lim := inspectLimits{defaultMaxTokens: 100, maxModelLen: 1 << 20}
 	reserve := func(body string) int64 {
 		t.Helper()
-		_, req, msg := g.inspect([]byte(body), rt)
-		if msg != "" {
-			t.Fatalf("%s: %s", body, msg)
+		req, err := inspect([]byte(body), rt, lim)
+		if err != nil {
+			t.Fatalf("%s: %s", body, err)
 		}
 		return req.reserve
 	}
@@ -221,10 +220,10 @@ func TestReservationCountsChoices(t *testing.T) {
 	if got := reserve(`{"model":"m","prompt":"abcd","n":2}`); got != one-50+200 {
 		t.Errorf("n=2 with the default max_tokens: reserve %d, want %d", got, one-50+200)
 	}
-	if _, _, msg := g.inspect([]byte(`{"model":"m","max_tokens":9223372036854775807,"n":2}`), rt); msg == "" {
+	if _, err := inspect([]byte(`{"model":"m","max_tokens":9223372036854775807,"n":2}`), rt, lim); err == nil {
 		t.Error("an overflowing n × max_tokens was accepted")
 	}
-	if _, _, msg := g.inspect([]byte(`{"model":"m","max_tokens":5,"N":200}`), rt); msg == "" {
+	if _, err := inspect([]byte(`{"model":"m","max_tokens":5,"N":200}`), rt, lim); err == nil {
 		t.Error(`"N" beside the guard's "n" must be refused as ambiguous`)
 	}
 }

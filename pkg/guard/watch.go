@@ -28,9 +28,10 @@ type watchSet struct {
 
 func (g *Guard) watchTargets() watchSet {
 	ws := watchSet{dirs: map[string]bool{}, names: map[string]bool{}}
-	files := []string{g.cfg.KeysFile, g.cfg.LimitsFile}
-	if g.cfg.TLS != nil {
-		files = append(files, g.cfg.TLS.Cert, g.cfg.TLS.Key)
+	cfg := g.snap.Load().cfg
+	files := []string{cfg.KeysFile, cfg.LimitsFile}
+	if t := g.static.TLS; t != nil {
+		files = append(files, t.Cert, t.Key)
 	}
 	for _, f := range files {
 		if f == "" {
@@ -67,12 +68,25 @@ func (g *Guard) watch(ctx context.Context) error {
 		return fmt.Errorf("watch files: %w", err)
 	}
 	defer w.Close()
-	ws := g.watchTargets()
-	for d := range ws.dirs {
-		if err := w.Add(d); err != nil {
-			g.log.Warn("cannot watch directory; reload with SIGHUP", "dir", d, "error", err)
+	var ws watchSet
+	target := func() {
+		next := g.watchTargets()
+		for d := range ws.dirs {
+			if !next.dirs[d] {
+				_ = w.Remove(d)
+			}
 		}
+		for d := range next.dirs {
+			if ws.dirs[d] {
+				continue
+			}
+			if err := w.Add(d); err != nil {
+				g.log.Warn("cannot watch directory; reload with SIGHUP", "dir", d, "error", err)
+			}
+		}
+		ws = next
 	}
+	target()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var first time.Time // first event of the pending burst
@@ -91,6 +105,8 @@ func (g *Guard) watch(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-g.retargetCh:
+			target()
 		case ev, ok := <-w.Events:
 			if !ok {
 				return nil
@@ -108,5 +124,14 @@ func (g *Guard) watch(ctx context.Context) error {
 			first = time.Time{}
 			_ = g.Reload() // logged and counted inside
 		}
+	}
+}
+
+// retargetWatch tells the watcher that the files to watch may have changed
+// (a reload named other keys or limits files).
+func (g *Guard) retargetWatch() {
+	select {
+	case g.retargetCh <- struct{}{}:
+	default:
 	}
 }

@@ -324,10 +324,10 @@ func TestTutorialFilesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := g.limits.Load().For("user2"); got.RPM != 30 || got.TPM != 30000 {
+	if got := g.snap.Load().limits.For("user2"); got.RPM != 30 || got.TPM != 30000 {
 		t.Fatalf("user2 limits = %+v", got)
 	}
-	if got := g.limits.Load().For("admin"); got.RPM != 60 {
+	if got := g.snap.Load().limits.For("admin"); got.RPM != 60 {
 		t.Fatalf("admin (default) limits = %+v", got)
 	}
 }
@@ -359,7 +359,7 @@ func TestUpstreamErrorCostsARequestNotTokens(t *testing.T) {
 }
 
 func TestClientAddressFromTrustedProxies(t *testing.T) {
-	g := &Guard{}
+	g := &settings{}
 	for _, c := range []string{"10.0.0.0/8", "127.0.0.1"} {
 		p, err := parsePrefix(c)
 		must(t, err)
