@@ -27,12 +27,17 @@ func checkCommand() *cli.Command {
 		Usage: "validate the config, keys and limits files offline, or probe the running service (--live)",
 		Description: "Offline: every problem at once with file:line:col (❌), warnings too (⚠). Exit: 0 ok, 1 problems.\n" +
 			"--live: probes the running guard (auth, a real completion, a 429 on a temporary rpm-1 key, audit,\n" +
-			"/metrics, the upstream's exposure); one ✅/❌/⚠ line per check. Exit: 0 all passed, 1 some failed.",
+			"/metrics, the upstream's exposure); one ✅/❌/⚠ line per check. Without --key (or GLMCTL_KEY) the\n" +
+			"completion is asked with a temporary key (rpm 1, expiring in minutes, removed afterwards), which\n" +
+			"needs write access to the keys and limits files. A skipped check is not a pass: exit 0 only when\n" +
+			"every check passed or was skipped because the config leaves its feature out (no audit or metrics\n" +
+			"block, no limits file); --allow-skip accepts the other skips too. Exit: 0 passed, 1 failed or skipped.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "live", Usage: "probe the running service"},
 			&cli.StringFlag{Name: "url", Usage: "the guard's root `URL`, without /v1 (default: from guard.listen)"},
 			&cli.StringFlag{Name: "key", EnvVars: []string{"GLMCTL_KEY"}, Usage: "a working API `KEY` (default $GLMCTL_KEY)"},
 			&cli.BoolFlag{Name: "json", Usage: "with --live: print the results as JSON"},
+			&cli.BoolFlag{Name: "allow-skip", Usage: "with --live: exit 0 although checks that could not run here were skipped"},
 			&cli.StringFlag{Name: "logrotate-dir", Value: "/etc/logrotate.d", Usage: "logrotate `DIR` checked for copytruncate on the audit log (and /etc/logrotate.conf)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -251,10 +256,13 @@ func checkLive(c *cli.Context) error {
 			failed++
 		}
 	}
+	_, skipped := selfcheck.Passed(results)
+	allowSkip := c.Bool("allow-skip")
+	passed := failed == 0 && (len(skipped) == 0 || allowSkip)
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"url": opts.URL, "passed": failed == 0, "checks": results}); err != nil {
+		if err := enc.Encode(map[string]any{"url": opts.URL, "passed": passed, "failed": failed, "skipped": len(skipped), "checks": results}); err != nil {
 			return err
 		}
 	} else {
@@ -262,8 +270,15 @@ func checkLive(c *cli.Context) error {
 			fmt.Fprintln(c.App.Writer, r.String())
 		}
 	}
-	if failed > 0 {
+	switch {
+	case failed > 0:
 		return exit(1, fmt.Errorf("%d of %d live checks failed", failed, len(results)))
+	case !passed:
+		names := make([]string, len(skipped))
+		for i, r := range skipped {
+			names[i] = r.Name
+		}
+		return exit(1, fmt.Errorf("%d of %d live checks were skipped, and a skipped check is not a pass: %s\nTry: fix what the ⚠ lines say, or glmctl check --live --allow-skip to accept the skips", len(skipped), len(results), strings.Join(names, "; ")))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -250,6 +251,18 @@ guard {
 	if len(hostAddrsForTest()) > 0 && !strings.Contains(r.stdout, "❌ upstream refuses direct connections from outside loopback: the model server answers on") {
 		t.Errorf("exposed upstream not reported")
 	}
+
+	// Without a key and without a limits file the right-key check still
+	// runs, on a temporary key that has no limits entry; it is removed.
+	t.Setenv("GLMCTL_KEY", "")
+	before, _ := os.ReadFile(kf)
+	r = glmctl(t, "check", "--live", "-c", cfg)
+	if !strings.Contains(r.stdout, "✅ right key → 200 with a completion (temporary key glmctl-check-") {
+		t.Errorf("no key, no limits file:\n%s", r.stdout)
+	}
+	if after, _ := os.ReadFile(kf); string(after) != string(before) {
+		t.Errorf("keys file changed:\n%s", after)
+	}
 }
 
 // hostAddrsForTest lists this host's non-loopback IPv4 addresses.
@@ -262,4 +275,80 @@ func hostAddrsForTest() []string {
 		}
 	}
 	return out
+}
+
+// TestCheckLiveWithoutKey: without --key (and GLMCTL_KEY) the right-key
+// check runs on the temporary rpm-1 key instead of being skipped; a skip
+// that is not the config's choice fails the run unless --allow-skip.
+func TestCheckLiveWithoutKey(t *testing.T) {
+	t.Setenv("GLMCTL_KEY", "")
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	kf := filepath.Join(dir, "keys", "api_keys.json")
+	lf := filepath.Join(dir, "keys", "rate_limits.json")
+	token := filepath.Join(dir, "metrics.token")
+	keysSrc, _ := os.ReadFile(filepath.Join(tutorialDir, "api_keys.json"))
+	limits, _ := os.ReadFile(filepath.Join(tutorialDir, "rate_limits.json"))
+	for path, b := range map[string][]byte{kf: keysSrc, lf: limits, token: []byte("metrics-bearer-token\n")} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := fmt.Sprintf(liveConfig, dir, freePort(t), freePort(t))
+	metricsLine := regexp.MustCompile(`metrics \{ listen = ("[^"]+") \}`)
+	src = metricsLine.ReplaceAllString(src, "metrics {\n  listen = $1\n  bearer_token_file = \""+token+"\"\n}")
+	cfg := filepath.Join(dir, "glmctl.hcl")
+	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startDaemon(t, cfg)
+	waitFor(t, "vllm RUNNING", 30*time.Second, func() bool { return glmctl(t, "status", "-c", cfg).code == 0 })
+
+	r := glmctl(t, "check", "--live", "-c", cfg)
+	t.Logf("check --live without a key:\n%s%s", r.stdout, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0", r.code)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 7 {
+		t.Errorf("%d lines, want 7", len(lines))
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "✅ ") {
+			t.Errorf("not passed: %s", l)
+		}
+	}
+	if !strings.Contains(r.stdout, "✅ right key → 200 with a completion (temporary key glmctl-check-") {
+		t.Errorf("the right-key check did not run on the temporary key:\n%s", r.stdout)
+	}
+	if got, _ := os.ReadFile(kf); string(got) != string(keysSrc) {
+		t.Errorf("keys file changed:\n%s", got)
+	}
+	if got, _ := os.ReadFile(lf); string(got) != string(limits) {
+		t.Errorf("limits file changed:\n%s", got)
+	}
+
+	// A check that cannot run here (the metrics token is gone) is skipped,
+	// and a skip is not a pass.
+	if err := os.Remove(token); err != nil {
+		t.Fatal(err)
+	}
+	r = glmctl(t, "check", "--live", "-c", cfg)
+	if r.code != 1 || !strings.Contains(r.stdout, "⚠ skipped: /metrics answers: cannot read the metrics bearer token") ||
+		!strings.Contains(r.stderr, "a skipped check is not a pass") || !strings.Contains(r.stderr, "--allow-skip") {
+		t.Errorf("a skipped check: exit %d\n%s%s\nwant 1, the skip and the --allow-skip hint", r.code, r.stdout, r.stderr)
+	}
+	if r := glmctl(t, "check", "--live", "-c", cfg, "--allow-skip"); r.code != 0 {
+		t.Errorf("--allow-skip: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = glmctl(t, "check", "--live", "--json", "-c", cfg)
+	var out struct {
+		Passed  bool `json:"passed"`
+		Skipped int  `json:"skipped"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != 1 || out.Passed || out.Skipped != 1 {
+		t.Errorf("--json with a skip: exit %d %+v %v\n%s", r.code, out, err, r.stdout)
+	}
 }

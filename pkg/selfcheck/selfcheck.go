@@ -7,7 +7,12 @@
 //
 // The temporary key is added to the keys and limits files through the same
 // locked, atomic writers as `glmctl keys`, expires in minutes, and is
-// removed again; no real user's budget is touched.
+// removed again; no real user's budget is touched. Without a working key
+// from the caller, the right-key check runs on that temporary key too.
+//
+// A check that cannot run is skipped, and a skip never counts as a pass:
+// only a skip marked Optional — the config leaves the checked feature out —
+// is nothing to worry about (Passed tells).
 package selfcheck
 
 import (
@@ -49,6 +54,27 @@ type Result struct {
 	Name   string `json:"name"`
 	Status string `json:"status"` // pass | fail | skip
 	Detail string `json:"detail,omitempty"`
+	// Optional marks a skip that does not count against the service: the
+	// config leaves out what the check is about (no audit or metrics
+	// block, no limits file), or nothing could reach it anyway. Any other
+	// skip means the check could not be made here.
+	Optional bool `json:"optional,omitempty"`
+}
+
+// Passed reports whether results hold no failure and no skip that counts,
+// and lists the skips that count.
+func Passed(results []Result) (ok bool, skipped []Result) {
+	ok = true
+	for _, r := range results {
+		switch {
+		case r.Status == Fail:
+			ok = false
+		case r.Status == Skip && !r.Optional:
+			ok = false
+			skipped = append(skipped, r)
+		}
+	}
+	return ok, skipped
 }
 
 // String renders the check as one ✅/❌/⚠ line.
@@ -69,7 +95,8 @@ func (r Result) String() string {
 type Options struct {
 	// URL is the guard's root, without /v1.
 	URL string
-	// Key is a working API key; "" skips the checks that need one.
+	// Key is a working API key; "" runs the right-key check on the
+	// temporary key (which needs Config with guard.keys_file).
 	Key string
 	// Config is the service's config (nil: only the HTTP checks run).
 	Config *config.Config
@@ -122,28 +149,28 @@ func Run(ctx context.Context, opts Options) []Result {
 			r.upstream(),
 		}
 	}
-	return []Result{
-		first,
-		r.refused(ctx, CheckWrongKey, "sk-glmctl-check-wrong-key-0000000000000000"),
-		r.rightKey(ctx),
-		r.burst(ctx),
-		r.audit(ctx),
-		r.metrics(ctx),
-		r.upstream(),
+	wrong := r.refused(ctx, CheckWrongKey, "sk-glmctl-check-wrong-key-0000000000000000")
+	var right, burst Result
+	if opts.Key != "" {
+		right, burst = r.rightKey(ctx), r.burst(ctx)
+	} else {
+		right, burst = r.withTempKey(ctx)
 	}
+	return []Result{first, wrong, right, burst, r.audit(ctx), r.metrics(ctx), r.upstream()}
 }
 
-// chat posts a small chat completion with key ("" for none).
+// chat posts a small chat completion with key ("" for none). Without a
+// model name from /v1/models the request names none: vLLM then answers
+// with the one model it serves.
 func (r *runner) chat(ctx context.Context, key string, maxTokens int) (*http.Response, []byte, error) {
-	model := r.model
-	if model == "" {
-		model = "default"
-	}
-	body, _ := json.Marshal(map[string]any{
-		"model":      model,
+	msg := map[string]any{
 		"messages":   []map[string]string{{"role": "user", "content": "Reply with one word: ok"}},
 		"max_tokens": maxTokens,
-	})
+	}
+	if r.model != "" {
+		msg["model"] = r.model
+	}
+	body, _ := json.Marshal(msg)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+"/v1/chat/completions", bytes.NewReader(body))
 	if err != nil {
 		return nil, nil, err
@@ -197,9 +224,6 @@ func (r *runner) refused(ctx context.Context, name, key string) Result {
 }
 
 func (r *runner) rightKey(ctx context.Context) Result {
-	if r.opts.Key == "" {
-		return Result{Name: CheckRightKey, Status: Skip, Detail: "no key: pass --key KEY or set GLMCTL_KEY"}
-	}
 	// The model name, from /v1/models (the first one served).
 	if req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+"/v1/models", nil); err == nil {
 		req.Header.Set("Authorization", "Bearer "+r.opts.Key)
@@ -220,10 +244,16 @@ func (r *runner) rightKey(ctx context.Context) Result {
 	if err != nil {
 		return Result{Name: CheckRightKey, Status: Fail, Detail: fmt.Sprintf("request failed: %v", err)}
 	}
+	return completion(resp, b, "")
+}
+
+// completion judges the answer to the right-key request.
+func completion(resp *http.Response, b []byte, via string) Result {
 	if resp.StatusCode != http.StatusOK {
 		return Result{Name: CheckRightKey, Status: Fail, Detail: fmt.Sprintf("got %d, want 200: %s", resp.StatusCode, errorMessage(b))}
 	}
 	var cc struct {
+		Model   string `json:"model"`
 		Choices []struct {
 			Message struct {
 				Content string `json:"content"`
@@ -243,53 +273,104 @@ func (r *runner) rightKey(ctx context.Context) Result {
 	if cc.Usage == nil || cc.Usage.CompletionTokens == 0 {
 		return Result{Name: CheckRightKey, Status: Fail, Detail: "200 but no usage in the response"}
 	}
-	return Result{Name: CheckRightKey, Status: Pass, Detail: fmt.Sprintf("model %s, %d+%d tokens", r.model, cc.Usage.PromptTokens, cc.Usage.CompletionTokens)}
+	return Result{Name: CheckRightKey, Status: Pass, Detail: fmt.Sprintf("%smodel %s, %d+%d tokens", via, cc.Model, cc.Usage.PromptTokens, cc.Usage.CompletionTokens)}
 }
 
+// tempKeyTTL is how long a temporary key could work if it were not removed.
+const tempKeyTTL = 10 * time.Minute
+
+// burst makes the burst check on a temporary rpm-1 key (a key was given:
+// the right-key check used it).
 func (r *runner) burst(ctx context.Context) Result {
 	cfg := r.opts.Config
 	switch {
 	case cfg == nil || cfg.Guard == nil:
 		return Result{Name: CheckBurst, Status: Skip, Detail: "no config with a guard block: the temporary key cannot be created"}
 	case cfg.Guard.LimitsFile == "":
-		return Result{Name: CheckBurst, Status: Skip, Detail: "no guard.limits_file: a temporary key cannot get its own rpm 1"}
+		return Result{Name: CheckBurst, Status: Skip, Optional: true, Detail: "no guard.limits_file: no per-key limits to check, and a temporary key cannot get its own rpm 1"}
 	}
-	tk, err := newTempKey(cfg.Guard.KeysFile, cfg.Guard.LimitsFile, 1, 10*time.Minute, time.Now())
+	tk, err := newTempKey(cfg.Guard.KeysFile, cfg.Guard.LimitsFile, 1, tempKeyTTL, time.Now())
 	if err != nil {
 		return Result{Name: CheckBurst, Status: Skip, Detail: fmt.Sprintf("cannot create the temporary key (run as the keys file's owner): %v", err)}
 	}
-	res := r.burstWith(ctx, tk)
-	if err := tk.drop(); err != nil {
-		res = Result{Name: CheckBurst, Status: Fail, Detail: fmt.Sprintf("%s; and removing the temporary key %q failed: %v", res.Detail, tk.name, err)}
+	var res Result
+	resp, b, fail := r.firstAnswer(ctx, tk, CheckBurst)
+	switch {
+	case fail != nil:
+		res = *fail
+	case resp.StatusCode == http.StatusTooManyRequests:
+		res = r.retryAfter(resp, b, 0)
+	default:
+		res = r.burstWith(ctx, tk, 1)
 	}
-	return res
+	return tk.dropInto(res)
 }
 
-func (r *runner) burstWith(ctx context.Context, tk *tempKey) Result {
-	// Wait for the guard's hot reload: 401 until it knows the key. The first
-	// admitted request spends the key's one request a minute.
+// withTempKey makes the right-key and the burst checks when no key was
+// given: one temporary key (rpm 1 where there is a limits file, expiring in
+// minutes, removed afterwards) gets the completion with its one request a
+// minute, and its next requests must be refused with 429.
+func (r *runner) withTempKey(ctx context.Context) (right, burst Result) {
+	cfg := r.opts.Config
+	if cfg == nil || cfg.Guard == nil || cfg.Guard.KeysFile == "" {
+		why := "no --key given (or GLMCTL_KEY), and no config with guard.keys_file to create a temporary key in: pass --key KEY, or -c the service's config"
+		return Result{Name: CheckRightKey, Status: Fail, Detail: why},
+			Result{Name: CheckBurst, Status: Skip, Detail: "no config with a guard block: the temporary key cannot be created"}
+	}
+	tk, err := newTempKey(cfg.Guard.KeysFile, cfg.Guard.LimitsFile, 1, tempKeyTTL, time.Now())
+	if err != nil {
+		why := fmt.Sprintf("no --key given (or GLMCTL_KEY), and the temporary key could not be created (run as the keys file's owner, or pass --key KEY): %v", err)
+		return Result{Name: CheckRightKey, Status: Fail, Detail: why},
+			Result{Name: CheckBurst, Status: Skip, Detail: "no temporary key: " + err.Error()}
+	}
+	resp, b, fail := r.firstAnswer(ctx, tk, CheckRightKey)
+	if fail != nil {
+		right = *fail
+	} else {
+		right = completion(resp, b, fmt.Sprintf("temporary key %s, ", tk.name))
+	}
+	switch {
+	case cfg.Guard.LimitsFile == "":
+		burst = Result{Name: CheckBurst, Status: Skip, Optional: true, Detail: "no guard.limits_file: no per-key limits to check, and a temporary key cannot get its own rpm 1"}
+	case fail != nil:
+		burst = Result{Name: CheckBurst, Status: Skip, Detail: "the temporary key was not admitted: " + fail.Detail}
+	case resp.StatusCode == http.StatusTooManyRequests:
+		burst = r.retryAfter(resp, b, 0)
+	default:
+		burst = r.burstWith(ctx, tk, 1)
+	}
+	burst = tk.dropInto(burst)
+	return right, burst
+}
+
+// firstAnswer sends requests with the temporary key until the guard's hot
+// reload knows it (401 until then) and returns the first other answer, or
+// the failed result of the check named name.
+func (r *runner) firstAnswer(ctx context.Context, tk *tempKey, name string) (*http.Response, []byte, *Result) {
 	deadline := time.Now().Add(r.opts.ReloadWait)
 	for {
-		resp, b, err := r.chat(ctx, tk.secret, 1)
+		resp, b, err := r.chat(ctx, tk.secret, 16)
 		if err != nil {
-			return Result{Name: CheckBurst, Status: Fail, Detail: fmt.Sprintf("request failed: %v", err)}
-		}
-		if resp.StatusCode == http.StatusTooManyRequests {
-			return r.retryAfter(resp, b, 0)
+			return nil, nil, &Result{Name: name, Status: Fail, Detail: fmt.Sprintf("request failed: %v", err)}
 		}
 		if resp.StatusCode != http.StatusUnauthorized {
-			break
+			return resp, b, nil
 		}
 		if time.Now().After(deadline) {
-			return Result{Name: CheckBurst, Status: Fail, Detail: fmt.Sprintf("the guard did not load the temporary key within %s: is it watching %s?", r.opts.ReloadWait, tk.keysFile)}
+			return nil, nil, &Result{Name: name, Status: Fail, Detail: fmt.Sprintf("the guard did not load the temporary key within %s: is it watching %s?", r.opts.ReloadWait, tk.keysFile)}
 		}
 		select {
 		case <-ctx.Done():
-			return Result{Name: CheckBurst, Status: Fail, Detail: ctx.Err().Error()}
+			return nil, nil, &Result{Name: name, Status: Fail, Detail: ctx.Err().Error()}
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	for i := 1; i <= 5; i++ {
+}
+
+// burstWith sends quick requests on the rpm-1 temporary key, of which spent
+// were already admitted, until one is refused with 429.
+func (r *runner) burstWith(ctx context.Context, tk *tempKey, spent int) Result {
+	for i := spent; i < spent+5; i++ {
 		resp, b, err := r.chat(ctx, tk.secret, 1)
 		if err != nil {
 			return Result{Name: CheckBurst, Status: Fail, Detail: fmt.Sprintf("request failed: %v", err)}
@@ -298,7 +379,7 @@ func (r *runner) burstWith(ctx context.Context, tk *tempKey) Result {
 			return r.retryAfter(resp, b, i)
 		}
 	}
-	return Result{Name: CheckBurst, Status: Fail, Detail: "6 quick requests on an rpm-1 key, no 429: are per-key limits applied?"}
+	return Result{Name: CheckBurst, Status: Fail, Detail: fmt.Sprintf("%d quick requests on an rpm-1 key, no 429: are per-key limits applied?", spent+5)}
 }
 
 func (r *runner) retryAfter(resp *http.Response, b []byte, n int) Result {
@@ -319,8 +400,11 @@ func (r *runner) retryAfter(resp *http.Response, b []byte, n int) Result {
 
 func (r *runner) audit(ctx context.Context) Result {
 	cfg := r.opts.Config
-	if cfg == nil || cfg.Audit == nil {
-		return Result{Name: CheckAudit, Status: Skip, Detail: "no audit block in the config"}
+	if cfg == nil {
+		return Result{Name: CheckAudit, Status: Skip, Detail: "no config: the audit log is unknown"}
+	}
+	if cfg.Audit == nil {
+		return Result{Name: CheckAudit, Status: Skip, Optional: true, Detail: "no audit block in the config"}
 	}
 	files, err := audit.Files(cfg.Audit.Path)
 	if err != nil {
@@ -400,8 +484,11 @@ func (r *runner) audit(ctx context.Context) Result {
 
 func (r *runner) metrics(ctx context.Context) Result {
 	cfg := r.opts.Config
-	if cfg == nil || cfg.Metrics == nil {
-		return Result{Name: CheckMetrics, Status: Skip, Detail: "no metrics block in the config"}
+	if cfg == nil {
+		return Result{Name: CheckMetrics, Status: Skip, Detail: "no config: the metrics address is unknown"}
+	}
+	if cfg.Metrics == nil {
+		return Result{Name: CheckMetrics, Status: Skip, Optional: true, Detail: "no metrics block in the config"}
 	}
 	host, port, err := net.SplitHostPort(cfg.Metrics.Listen)
 	if err != nil {

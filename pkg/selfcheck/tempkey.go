@@ -30,7 +30,8 @@ type tempKey struct {
 
 // newTempKey adds a key named glmctl-check-<hex> with rpm limit rpm that
 // expires after ttl. The limits entry is written first so that the key is
-// never live under the default limits.
+// never live under the default limits. Without a limits file ("") the key
+// has no entry of its own and gets whatever the guard's defaults are.
 func newTempKey(keysFile, limitsFile string, rpm int, ttl time.Duration, now time.Time) (*tempKey, error) {
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -41,19 +42,23 @@ func newTempKey(keysFile, limitsFile string, rpm int, ttl time.Duration, now tim
 		return nil, err
 	}
 	tk := &tempKey{name: "glmctl-check-" + hex.EncodeToString(b[:]), secret: secret, keysFile: keysFile, limitsFile: limitsFile}
-	tk.snippet = fmt.Sprintf("\n%q: {\"rpm\": %d},", tk.name, rpm)
-	if err := tk.editLimits(true); err != nil {
-		return nil, err
+	if limitsFile != "" {
+		tk.snippet = fmt.Sprintf("\n%q: {\"rpm\": %d},", tk.name, rpm)
+		if err := tk.editLimits(true); err != nil {
+			return nil, err
+		}
+		// Let the guard's watcher (100 ms debounce) load the limit on its
+		// own before the key exists, so the key's first request has it.
+		time.Sleep(limitsSettle)
 	}
-	// Let the guard's watcher (100 ms debounce) load the limit on its own
-	// before the key exists, so the key's first request already has it.
-	time.Sleep(limitsSettle)
 	now = now.UTC().Truncate(time.Second)
 	err = keys.Update(keysFile, false, func(f *keys.File) error {
 		return f.Add(&keys.Entry{Name: tk.name, SHA256: keys.Hash(secret), Role: keys.RoleUser, Created: now, Expires: now.Add(ttl)})
 	})
 	if err != nil {
-		_ = tk.editLimits(false)
+		if limitsFile != "" {
+			_ = tk.editLimits(false)
+		}
 		return nil, fmt.Errorf("add temporary key: %w", err)
 	}
 	return tk, nil
@@ -65,7 +70,19 @@ func (tk *tempKey) drop() error {
 		f.Remove(tk.name)
 		return nil
 	})
+	if tk.limitsFile == "" {
+		return err
+	}
 	return errors.Join(err, tk.editLimits(false))
+}
+
+// dropInto removes the temporary key and returns res, failed when the key
+// could not be removed.
+func (tk *tempKey) dropInto(res Result) Result {
+	if err := tk.drop(); err != nil {
+		return Result{Name: res.Name, Status: Fail, Detail: fmt.Sprintf("%s; and removing the temporary key %q failed: %v", res.Detail, tk.name, err)}
+	}
+	return res
 }
 
 // editLimits inserts (add) or removes the temporary entry in the limits

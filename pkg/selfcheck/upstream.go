@@ -43,7 +43,7 @@ func (r *runner) upstream() Result {
 	}
 	ips := hostAddrs()
 	if len(ips) == 0 {
-		return Result{Name: CheckUpstream, Status: Skip, Detail: "this host has no address besides loopback to try"}
+		return Result{Name: CheckUpstream, Status: Skip, Optional: true, Detail: "this host has no address besides loopback: nothing outside can connect"}
 	}
 	for _, ip := range ips {
 		target := net.JoinHostPort(ip.String(), port)
