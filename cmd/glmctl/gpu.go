@@ -22,9 +22,12 @@ func gpuCommand() *cli.Command {
 		Name:  "gpu",
 		Usage: "show what NVML sees: GPUs, memory, utilization, temperature, power, ECC, processes",
 		Description: "Reads NVML directly (the daemon need not run). The config, when found, adds\n" +
-			"which programs use which GPUs. Exit: 0, 1 NVML unavailable.",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the GPUs as a JSON array"}},
+			"which programs use which GPUs; --json reads no config. Exit: 0, 1 NVML unavailable or a GPU unreadable.",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the GPUs as a JSON array; when NVML or a GPU cannot be read, an object {\"error\": why, \"gpus\": [what could be read]}"}},
 		Action: func(c *cli.Context) error {
+			if c.Bool("json") {
+				return gpuJSON(c)
+			}
 			cfg, err := gpuConfig(c)
 			if err != nil {
 				return err
@@ -36,25 +39,51 @@ func gpuCommand() *cli.Command {
 			}
 			defer m.Close()
 			devs, err := m.Snapshot()
-			if c.Bool("json") {
-				if devs == nil {
-					devs = []gpu.Device{}
-				}
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				if e := enc.Encode(devs); e != nil {
-					return e
-				}
-			} else {
-				printGPUTable(c.App.Writer, m.DriverVersion(), devs)
-				printGPUConfigNotes(c.App.Writer, cfg, m.Count())
-			}
+			printGPUTable(c.App.Writer, m.DriverVersion(), devs)
+			printGPUConfigNotes(c.App.Writer, cfg, m.Count())
 			if err != nil {
 				return exit(1, fmt.Errorf("read GPUs: %w", err))
 			}
 			return nil
 		},
 	}
+}
+
+// gpuJSON is `gpu --json`: scripts always get JSON on stdout — the array of
+// GPUs, or, when NVML is missing or a GPU cannot be read, an object whose
+// "error" says why (exit 1) and whose "gpus" holds what could be read.
+func gpuJSON(c *cli.Context) error {
+	logger := hclog.New(&hclog.LoggerOptions{Name: "glmctl", Level: hclog.Warn, Output: c.App.ErrWriter})
+	enc := json.NewEncoder(c.App.Writer)
+	enc.SetIndent("", "  ")
+	fail := func(err error, devs []gpu.Device) error {
+		if devs == nil {
+			devs = []gpu.Device{}
+		}
+		if e := enc.Encode(gpuError{Error: err.Error(), GPUs: devs}); e != nil {
+			return e
+		}
+		return exit(1, err)
+	}
+	m, err := gpu.Open(logger)
+	if err != nil {
+		return fail(err, nil)
+	}
+	defer m.Close()
+	devs, err := m.Snapshot()
+	if err != nil {
+		return fail(fmt.Errorf("read GPUs: %w", err), devs)
+	}
+	if devs == nil {
+		devs = []gpu.Device{}
+	}
+	return enc.Encode(devs)
+}
+
+// gpuError is what `gpu --json` prints when it cannot read every GPU.
+type gpuError struct {
+	Error string       `json:"error"`
+	GPUs  []gpu.Device `json:"gpus"`
 }
 
 // gpuConfig loads the config for its notes on GPUs; none at the default
