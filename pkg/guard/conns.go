@@ -312,3 +312,12 @@ func markAuthenticated(ctx context.Context) {
 		tc.lim.authenticated(tc)
 	}
 }
+
+// CloseWrite half-closes the connection when the underlying one can (TCP),
+// as net/http does before closing a connection with unread input.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

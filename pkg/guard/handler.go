@@ -377,11 +377,18 @@ func bearer(h string) (string, bool) {
 // 503): the guard never waits for, nor forwards, a body it has refused.
 func (g *Guard) refuse(w *recorder, r *http.Request, x *exchange, status int, typ, code, reason, msg string) {
 	x.reason, x.errMsg = reason, code
-	if (hasBody(r) && !x.bodyDone) || (status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable) {
+	rc := http.NewResponseController(w.ResponseWriter)
+	unread := hasBody(r) && !x.bodyDone
+	if unread || (status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable) {
 		w.Header().Set("Connection", "close")
 	}
+	if unread {
+		// net/http would read up to 256 KiB of the unread body after the
+		// answer, waiting as long as the client likes: end reading now.
+		_ = rc.SetReadDeadline(time.Unix(1, 0))
+	}
 	// A client that does not read its answer cannot hold the handler.
-	_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
+	_ = rc.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
 	writeError(w, status, typ, code, msg)
 }
 
