@@ -308,3 +308,10 @@ func jsonReader(v any) io.Reader {
 	b, _ := json.Marshal(v)
 	return bytes.NewReader(b)
 }
+
+// snapshot returns a copy of every record so far.
+func (m *memAudit) snapshot() []audit.Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]audit.Record(nil), m.recs...)
+}

@@ -108,6 +108,9 @@ func (r *ReloadMetrics) Record(file string, ok bool) {
 	r.time.WithLabelValues(file).Add(0) // exists, at 0, until a success
 }
 
+// OK returns the success gauge of file (for tests and status).
+func (r *ReloadMetrics) OK(file string) prometheus.Gauge { return r.ok.WithLabelValues(file) }
+
 // metrics are the guard's Prometheus collectors.
 type metrics struct {
 	requests       *prometheus.CounterVec   // key, model, route, code
