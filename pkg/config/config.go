@@ -136,8 +136,8 @@ type Guard struct {
 	HeaderTimeout               time.Duration // request line + headers (default 10s)
 	BodyTimeout                 time.Duration // whole request body after the headers (default 30s)
 	IdleTimeout                 time.Duration // keep-alive wait for the next request (default 60s)
-	Global              *GlobalLimits // nil: no global limit
-	TLS                 *TLS
+	Global                      *GlobalLimits // nil: no global limit
+	TLS                         *TLS
 }
 
 // GlobalLimits apply to all requests together.

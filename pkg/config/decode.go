@@ -17,14 +17,14 @@ import (
 // Defaults (DESIGN.md "Config contract"; where it is silent, what a careful
 // operator would pick). docs/CONFIG.md lists them all.
 const (
-	DefaultControlSocket  = "/run/glmctl/glmctl.sock"
-	DefaultMetricsListen  = "127.0.0.1:9400"
-	DefaultGuardListen    = "127.0.0.1:8000"
-	DefaultKeysFile       = "/etc/glmctl/api_keys.json"
-	DefaultAuditPath      = "/var/log/glmctl/audit.log"
-	DefaultMaxBody        = 4 << 20
-	DefaultMaxTokens      = 1024
-	DefaultDrainTimeout   = 30 * time.Second
+	DefaultControlSocket = "/run/glmctl/glmctl.sock"
+	DefaultMetricsListen = "127.0.0.1:9400"
+	DefaultGuardListen   = "127.0.0.1:8000"
+	DefaultKeysFile      = "/etc/glmctl/api_keys.json"
+	DefaultAuditPath     = "/var/log/glmctl/audit.log"
+	DefaultMaxBody       = 4 << 20
+	DefaultMaxTokens     = 1024
+	DefaultDrainTimeout  = 30 * time.Second
 	// DefaultMaxConnections is the guard's cap on open client connections
 	// (lowered at start to fit RLIMIT_NOFILE when not set explicitly).
 	DefaultMaxConnections = 4096
@@ -36,7 +36,7 @@ const (
 	DefaultIdleTimeout        = 60 * time.Second
 	// DefaultMaxModelLen caps max_tokens when the guard's program names no
 	// --max-model-len.
-	DefaultMaxModelLen = 1 << 20
+	DefaultMaxModelLen    = 1 << 20
 	DefaultReleaseTimeout = 2 * time.Minute
 	DefaultStartSecs      = time.Second
 	DefaultStartRetries   = 5
