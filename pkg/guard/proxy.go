@@ -160,11 +160,19 @@ type usageJSON struct {
 	TotalTokens      int64 `json:"total_tokens"`
 }
 
+// maxUsageTokens bounds the token counts taken from an upstream's usage:
+// the upstream's bytes are as untrusted as a client's, and no count may
+// wrap a settlement or a header.
+const maxUsageTokens = 1 << 40
+
+func clampUsage(n int64) int64 { return min(max(n, 0), maxUsageTokens) }
+
 func (x *exchange) setUsage(u *usageJSON) {
 	x.usageSeen = true
-	x.promptTokens, x.completionTokens = u.PromptTokens, u.CompletionTokens
-	if u.CompletionTokens == 0 && u.TotalTokens > u.PromptTokens {
-		x.completionTokens = u.TotalTokens - u.PromptTokens
+	p, c, total := clampUsage(u.PromptTokens), clampUsage(u.CompletionTokens), clampUsage(u.TotalTokens)
+	x.promptTokens, x.completionTokens = p, c
+	if c == 0 && total > p {
+		x.completionTokens = total - p
 	}
 }
 
