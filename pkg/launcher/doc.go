@@ -30,6 +30,30 @@
 // sampled while it runs (and when it is asked to stop); before its next
 // start the hook gets those PIDs, to wait until they hold no GPU memory.
 //
+// # Running short of descriptors, memory or processes
+//
+// A spawn that fails because glmctl or the system ran short of file
+// descriptors (EMFILE, ENFILE: a descriptor flood against the guard), memory
+// (ENOMEM) or processes (EAGAIN from fork) — "start keeper: pipe2: too many
+// open files" — is not a failed start: whatever its restart policy, the
+// program goes to BACKOFF ("spawn failed: …; retrying in 2s") and is tried
+// again with the usual capped backoff (never sooner than 1s), without
+// counting towards start_retries, so it never goes FATAL for that. A health
+// probe that cannot run for the same reasons ("socket: too many open files")
+// is not a failed probe either: it counts nothing towards failures, never
+// restarts a RUNNING program, and a start_timeout that passes meanwhile
+// waits for the next probe that can run to decide; the status message says
+// so, and the log says it once when probes stop running and once when they
+// run again. When descriptors come back, everything recovers by itself. An
+// EAGAIN from connect (a unix socket's full listen backlog: a server that
+// stopped accepting) is still a failed probe.
+//
+// # Time
+//
+// The state machine's timers (start_secs, start_timeout, stop_timeout,
+// backoff and the stable run that resets it) and the probe schedule run on
+// Options.Clock, the wall clock unless a test passes one it advances itself.
+//
 // # Dependencies
 //
 // A program starts only once every program in its depends_on is RUNNING and

@@ -31,7 +31,7 @@ import (
 //	  EOF means the supervisor is gone: SIGKILL everything and exit.
 //	fd 4, keeper → supervisor: JSON keeperEvent lines:
 //	    {"k":"started","pid":N}     the program was exec'd (N: its PID as the keeper sees it)
-//	    {"k":"execerr","err":"…"}   the program could not be started (not a crash)
+//	    {"k":"execerr","err":"…","errno":N} the program could not be started (not a crash)
 //	    {"k":"exit","code":C,"sig":S} the program ended; everything else is dead and reaped
 //	fd 1, 2: the program's stdout and stderr, passed through untouched.
 
@@ -56,6 +56,7 @@ type keeperEvent struct {
 	Kind   string `json:"k"`
 	PID    int    `json:"pid,omitempty"`
 	Err    string `json:"err,omitempty"`
+	Errno  int    `json:"errno,omitempty"` // execerr: the errno behind Err, if any
 	Code   int    `json:"code,omitempty"`
 	Signal int    `json:"sig,omitempty"`
 }
@@ -112,7 +113,12 @@ func runKeeper() int {
 	}
 	proc, err := startProgram(&spec)
 	if err != nil {
-		k.send(keeperEvent{Kind: "execerr", Err: err.Error()})
+		ev := keeperEvent{Kind: "execerr", Err: err.Error()}
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			ev.Errno = int(errno) // the supervisor retries EAGAIN, ENOMEM… later
+		}
+		k.send(ev)
 		return keeperExecFailed
 	}
 	k.mainPID = proc.Pid

@@ -46,6 +46,9 @@ type Options struct {
 	// to stop). It waits until they hold no GPU memory; an error is a failed
 	// start, shown in the program's status message.
 	AwaitRelease func(ctx context.Context, p *config.Program, pids []int) error
+	// Clock runs the supervisor's timers and probe schedule (see Clock);
+	// nil is the wall clock. Tests pass a clock they advance themselves.
+	Clock Clock
 }
 
 // Event is one state transition of a program.
@@ -75,9 +78,10 @@ type Status struct {
 
 // Supervisor runs a set of programs.
 type Supervisor struct {
-	opts Options
-	log  hclog.Logger
-	exe  string
+	opts  Options
+	log   hclog.Logger
+	exe   string
+	clock Clock
 
 	mu    sync.Mutex
 	progs map[string]*program
@@ -94,13 +98,17 @@ type Supervisor struct {
 	bg      sync.WaitGroup // autostart waiters
 
 	noPIDNS atomic.Bool
-	// stableAfter overrides the stable-run duration that resets backoff (tests).
-	stableAfter time.Duration
 	// outputGrace bounds the wait for a program's pipes after its keeper exited.
 	outputGrace time.Duration
 	// treeSample is how often the process tree of a program with gpus is
 	// sampled for AwaitRelease.
 	treeSample time.Duration
+
+	// Test seams, nil in production. spawnFault, when it returns an error,
+	// fails a keeper start with it before any pipe is made (as pipe2 or
+	// fork would); probeDial replaces the dialer of HTTP and TCP probes.
+	spawnFault func(program string) error
+	probeDial  dialFunc
 }
 
 // New validates programs and returns a Supervisor for them; nothing runs
@@ -117,10 +125,14 @@ func New(programs []*config.Program, opts Options) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
 	s := &Supervisor{
 		opts:        opts,
 		log:         opts.Logger,
 		exe:         exe,
+		clock:       opts.Clock,
 		progs:       map[string]*program{},
 		running:     make(chan struct{}),
 		closed:      make(chan struct{}),
@@ -467,10 +479,7 @@ func (s *Supervisor) resolve(names []string) ([]string, error) {
 }
 
 // stableRun is how long a program must stay RUNNING to reset its backoff.
-func (s *Supervisor) stableRun(cfg *config.Program) time.Duration {
-	if s.stableAfter > 0 {
-		return s.stableAfter
-	}
+func stableRun(cfg *config.Program) time.Duration {
 	return max(minStableRun, cfg.Backoff.Max)
 }
 

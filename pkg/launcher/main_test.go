@@ -72,11 +72,23 @@ func childMain(mode string, args []string) int {
 		code, _ := strconv.Atoi(arg(0))
 		fmt.Printf("exit %d\n", time.Now().UnixNano())
 		return code
+	case "exit-on-usr1": // exit-on-usr1 CODE: say "waiting", exit CODE at SIGUSR1
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		fmt.Println("waiting")
+		<-usr1
+		code, _ := strconv.Atoi(arg(0))
+		return code
 	case "ignore-term": // ignore SIGTERM and say so
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("ignoring TERM")
 		return forever()
-	case "serve": // serve ADDR DELAY [FAILFILE]: /health after DELAY; 503 while FAILFILE exists
+	case "serve": // serve ADDR DELAY|file:GOFILE [FAILFILE]: /health after DELAY or once GOFILE exists; 503 while FAILFILE exists
+		if f, ok := strings.CutPrefix(arg(1), "file:"); ok {
+			for _, err := os.Stat(f); err != nil; _, err = os.Stat(f) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 		time.Sleep(dur(1))
 		network, addr := "tcp", arg(0)
 		if p, ok := strings.CutPrefix(addr, "unix:"); ok {
@@ -136,6 +148,8 @@ func childMain(mode string, args []string) int {
 		return forever()
 	case "supervise": // supervise PIDFILE FALLBACK: run a supervisor over "tree"
 		return superviseMain(arg(0), arg(1) == "fallback")
+	case "starve": // supervise two programs through a descriptor shortage
+		return starveMain()
 	}
 	fmt.Fprintln(os.Stderr, "unknown mode", mode)
 	return 2
@@ -243,10 +257,17 @@ func startSupervisor(t *testing.T, progs []*config.Program, mod func(*Options), 
 	return h
 }
 
-// shutdown cancels Run and waits for it (idempotent).
+// shutdown cancels Run and waits for it (idempotent). On a fake clock it
+// keeps firing the state timers meanwhile, so that stop_timeout ends the
+// programs that ignore their stop signal.
 func (h *harness) shutdown() {
 	h.t.Helper()
 	h.cancel()
+	if fc, ok := h.s.clock.(*fakeClock); ok {
+		stop := make(chan struct{})
+		defer close(stop)
+		go fc.runStateTimers(stop)
+	}
 	select {
 	case err, ok := <-h.done:
 		if ok && err != nil {
@@ -350,6 +371,43 @@ func readPIDs(t *testing.T, file string) []int {
 func alive(pid int) bool {
 	_, state, ok := procStat(pid)
 	return ok && state != 'Z'
+}
+
+// linesOf counts the program's kept output lines equal to line.
+func (h *harness) linesOf(name, line string) int {
+	l, _ := h.s.Tail(name, 0)
+	n := 0
+	for _, x := range l {
+		if x == line {
+			n++
+		}
+	}
+	return n
+}
+
+// logBuf collects log output for tests that count log lines.
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(b)
+}
+
+// count counts the lines that contain s.
+func (l *logBuf) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
 }
 
 // testWriter sends log output to t.Log.

@@ -42,7 +42,7 @@ func NewCollector(sup *Supervisor) *Collector {
 	prog := []string{"program"}
 	return &Collector{
 		sup:    sup,
-		now:    time.Now,
+		now:    sup.clock.Now,
 		states: []string{StateStopped, StateStarting, StateRunning, StateBackoff, StateStopping, StateExited, StateFatal},
 		state:  prometheus.NewDesc("glmctl_program_state", "Whether the program is in this state (1) or not (0).", []string{"program", "state"}, nil),
 		up:     prometheus.NewDesc("glmctl_program_up", "Whether a process of the program is running (1) or not (0).", prog, nil),

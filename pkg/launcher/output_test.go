@@ -75,6 +75,10 @@ func TestReopenLogs(t *testing.T) {
 	p.Log = config.ProgramLog{Path: path, MaxSize: 1 << 20, Keep: 1}
 	h := startSupervisor(t, []*config.Program{p}, nil, nil)
 	h.waitState("p", StateRunning, 10*time.Second)
+	waitFor(t, 20*time.Second, "the first run's line", func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.Count(string(b), "\n") == 1
+	})
 	if err := os.Rename(path, path+".old"); err != nil { // logrotate "create"
 		t.Fatal(err)
 	}

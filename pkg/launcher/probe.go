@@ -22,8 +22,14 @@ const startingPoll = 500 * time.Millisecond
 type probeResult struct {
 	ok      bool
 	refused bool // nothing listens yet: "still loading" during start
+	// starved: the probe could not run for want of descriptors, memory or
+	// processes in glmctl; it says nothing about the program.
+	starved bool
 	err     error
 }
+
+// dialFunc opens a probe's connection.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // prober runs one kind of health probe.
 type prober struct {
@@ -31,18 +37,22 @@ type prober struct {
 	dir    string
 	env    []string
 	cred   *syscall.Credential // exec probes run as the program's user
+	dial   dialFunc            // HTTP and TCP probes
 	client *http.Client
 }
 
-func newProber(h *config.Health, dir string, env []string, cred *syscall.Credential) *prober {
-	p := &prober{h: h, dir: dir, env: env, cred: cred}
+// newProber returns a prober for h; dial nil is a plain net.Dialer.
+func newProber(h *config.Health, dir string, env []string, cred *syscall.Credential, dial dialFunc) *prober {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	p := &prober{h: h, dir: dir, env: env, cred: cred, dial: dial}
 	if h.HTTP != "" {
-		tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
+		tr := &http.Transport{DisableKeepAlives: true, Proxy: nil, DialContext: dial}
 		if h.UnixSocket != "" {
 			sock := h.UnixSocket
 			tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
+				return dial(ctx, "unix", sock)
 			}
 		}
 		p.client = &http.Client{
@@ -62,9 +72,8 @@ func (p *prober) probe(ctx context.Context) probeResult {
 	case p.h.HTTP != "":
 		err = p.probeHTTP(ctx)
 	case p.h.TCP != "":
-		var d net.Dialer
 		var c net.Conn
-		if c, err = d.DialContext(ctx, "tcp", p.h.TCP); err == nil {
+		if c, err = p.dial(ctx, "tcp", p.h.TCP); err == nil {
 			c.Close()
 		}
 	case len(p.h.Exec) > 0:
@@ -74,6 +83,9 @@ func (p *prober) probe(ctx context.Context) probeResult {
 	}
 	if err == nil {
 		return probeResult{ok: true}
+	}
+	if probeStarved(err) {
+		return probeResult{starved: true, err: err}
 	}
 	refused := errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
 	return probeResult{refused: refused, err: err}
@@ -120,16 +132,17 @@ func (p *prober) probeExec(ctx context.Context) error {
 }
 
 // probeLoop probes until the instance ends, reporting each result to the
-// program loop: quickly while starting, every interval once RUNNING.
+// program loop: quickly until one passes, every interval once RUNNING (on
+// the supervisor's clock; the probe's own timeout is wall time).
 func (in *instance) probeLoop(h *config.Health) {
-	p := newProber(h, in.cfg.Directory, in.env, in.cred)
-	t := time.NewTimer(0)
+	p := newProber(h, in.cfg.Directory, in.env, in.cred, in.p.sup.probeDial)
+	t := in.p.sup.clock.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-in.ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		ctx, cancel := context.WithTimeout(in.ctx, h.Timeout)
 		r := p.probe(ctx)
@@ -139,7 +152,8 @@ func (in *instance) probeLoop(h *config.Health) {
 		}
 		in.p.send(event{kind: evProbe, in: in, probe: r})
 		wait := h.Interval
-		if !in.ready.Load() {
+		if !in.ready.Load() && !r.ok {
+			// Still starting (a passing probe makes it RUNNING).
 			wait = min(wait, startingPoll)
 		}
 		t.Reset(wait)

@@ -95,17 +95,19 @@ type instance struct {
 	started time.Time // loop-owned
 
 	// Owned by the loop.
-	readyAt     time.Time
-	failedStart bool // killed for not becoming ready in time
-	unhealthy   bool // killed for failing its health checks
-	stopping    bool // stop_signal sent
-	stopTimer   *time.Timer
+	readyAt      time.Time
+	failedStart  bool  // killed for not becoming ready in time
+	startExpired bool  // start_timeout passed while no probe could run
+	unhealthy    bool  // killed for failing its health checks
+	stopping     bool  // stop_signal sent
+	startTimer   Timer // start_secs or start_timeout, whichever applies
+	stopTimer    Timer // stop_timeout
 }
 
 func newInstance(p *program, cfg *config.Program) *instance {
 	ctx, cancel := context.WithCancel(p.sup.runCtx)
 	return &instance{p: p, cfg: cfg, ctx: ctx, cancel: cancel, goAhead: make(chan struct{}),
-		done: make(chan struct{}), started: time.Now()}
+		done: make(chan struct{}), started: p.sup.clock.Now()}
 }
 
 // run forks the keeper, waits for the go-ahead (a spare keeper waits here
@@ -205,7 +207,11 @@ func (in *instance) runKeeper() (exitInfo, <-chan struct{}) {
 		}
 		return exitInfo{code: last.Code}, reaped
 	case "execerr":
-		return exitInfo{code: -1, err: errors.New(last.Err), fatal: true}, reaped
+		var err error = errors.New(last.Err)
+		if last.Errno != 0 {
+			err = &errnoError{msg: last.Err, errno: syscall.Errno(last.Errno)}
+		}
+		return exitInfo{code: -1, err: err, fatal: true}, reaped
 	}
 	// The keeper died without reporting: it was SIGKILLed (stop escalation),
 	// and the program with it.
@@ -290,7 +296,8 @@ func (in *instance) prepare() ([]string, *syscall.Credential, error) {
 			if errors.As(err, &unk) {
 				return nil, nil, fmt.Errorf("user %q: unknown user", name)
 			}
-			return nil, nil, fmt.Errorf("user %q: %w", name, err)
+			// With cgo, os/user keeps only the text of an errno (EMFILE…).
+			return nil, nil, fmt.Errorf("user %q: %w", name, withStarvedErrno(err))
 		}
 		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
@@ -350,6 +357,11 @@ type keeperProc struct {
 // refused, as a plain child subreaper). The keeper waits for its spec.
 func (in *instance) startKeeper() (*keeperProc, error) {
 	s := in.p.sup
+	if s.spawnFault != nil {
+		if err := s.spawnFault(in.cfg.Name); err != nil {
+			return nil, err
+		}
+	}
 	var files []*os.File
 	pipe := func() (r, w *os.File, err error) {
 		r, w, err = os.Pipe()

@@ -104,8 +104,12 @@ type program struct {
 	consecutive int         // crashes since the last stable run, for backoff
 	probeFails  int
 	backoffSeq  int
-	backoff     *time.Timer
-	lastPIDs    []int // the previous run's process tree (gpu programs), for AwaitRelease
+	backoff     Timer
+	// spawnStarved and probeStarved: the last spawn, the last probe failed
+	// for want of descriptors, memory or processes (logged once per change).
+	spawnStarved bool
+	probeStarved bool
+	lastPIDs     []int // the previous run's process tree (gpu programs), for AwaitRelease
 
 	// pendingStarts counts autostarts under way that have not yet started
 	// the program (they may be waiting for its dependencies).
@@ -198,13 +202,16 @@ func (p *program) loop() {
 func (p *program) command(c command) {
 	switch c.kind {
 	case cmdStart:
-		p.want = true
 		switch {
 		case p.cur != nil && p.state() == StateStopping:
-			p.startAfter = true
+			// Start again once the stop completes. want stays as it is until
+			// then, so that the end of this run is not taken for a crash (a
+			// stop with want set, after failed health checks, restarts anyway).
+			p.startAfter = !p.want
 		case p.cur != nil:
-			// Already starting or running.
+			p.want = true // already starting or running
 		default:
+			p.want = true
 			p.stopBackoff()
 			p.failedAt = nil
 			p.spawn(false)
@@ -252,7 +259,7 @@ func (p *program) spawn(auto bool) {
 		in = newInstance(p, p.cfg)
 		go in.run()
 	}
-	in.started = time.Now()
+	in.started = p.sup.clock.Now()
 	in.prevPIDs = p.lastPIDs // read by the instance after goAhead
 	p.mu.Lock()
 	p.spawns++
@@ -269,8 +276,8 @@ func (p *program) spawn(auto bool) {
 			s.Restarts++
 		}
 	})
-	if h := in.cfg.Health; h != nil && in.cfg.StartTimeout > 0 {
-		time.AfterFunc(in.cfg.StartTimeout, func() { p.send(event{kind: evStartTimeout, in: in}) })
+	if in.cfg.Health != nil && in.cfg.StartTimeout > 0 {
+		in.startTimer = p.after(in, in.cfg.StartTimeout, evStartTimeout)
 	}
 	if in.cfg.Backoff.Initial < warmSpareBelow {
 		// Restarts are meant to be immediate: fork the next keeper now, so
@@ -343,7 +350,13 @@ func (p *program) stopInstance() {
 		in.sampleTree() // the tree as it is when asked to stop, workers included
 	}
 	in.signal(stopSignal(in.cfg))
-	in.stopTimer = time.AfterFunc(in.cfg.StopTimeout, func() { p.send(event{kind: evStopTimeout, in: in}) })
+	in.stopTimer = p.after(in, in.cfg.StopTimeout, evStopTimeout)
+}
+
+// after reports an event of kind about in to the loop once d has passed on
+// the supervisor's clock.
+func (p *program) after(in *instance, d time.Duration, kind eventKind) Timer {
+	return p.sup.clock.AfterFunc(d, func() { p.send(event{kind: kind, in: in}) })
 }
 
 func (p *program) event(e event) {
@@ -360,6 +373,10 @@ func (p *program) event(e event) {
 	}
 	switch e.kind {
 	case evStarted:
+		if p.spawnStarved {
+			p.spawnStarved = false
+			p.log.Info("spawning works again")
+		}
 		p.set(p.state(), func(s *Status) { s.PID = int(in.pid.Load()) })
 		if p.state() != StateStarting {
 			return
@@ -372,7 +389,7 @@ func (p *program) event(e event) {
 			p.becomeRunning(in)
 			return
 		}
-		time.AfterFunc(in.cfg.StartSecs, func() { p.send(event{kind: evStartSecs, in: in}) })
+		in.startTimer = p.after(in, in.cfg.StartSecs, evStartSecs)
 	case evStartSecs:
 		if p.state() == StateStarting {
 			p.becomeRunning(in)
@@ -380,13 +397,7 @@ func (p *program) event(e event) {
 	case evProbe:
 		p.onProbe(in, e.probe)
 	case evStartTimeout:
-		if p.state() == StateStarting {
-			in.failedStart = true
-			p.set(StateStarting, func(s *Status) {
-				s.Message = fmt.Sprintf("not ready after %s; stopping", in.cfg.StartTimeout)
-			})
-			p.stopInstance()
-		}
+		p.onStartTimeout(in)
 	case evStopTimeout:
 		p.log.Warn("stop timeout elapsed; killing", "stop_timeout", in.cfg.StopTimeout)
 		in.kill()
@@ -396,8 +407,11 @@ func (p *program) event(e event) {
 }
 
 func (p *program) becomeRunning(in *instance) {
+	if in.startTimer != nil {
+		in.startTimer.Stop()
+	}
 	in.ready.Store(true)
-	in.readyAt = time.Now()
+	in.readyAt = p.sup.clock.Now()
 	p.failedAt = nil
 	p.set(StateRunning, func(s *Status) {
 		s.Message = ""
@@ -408,13 +422,29 @@ func (p *program) becomeRunning(in *instance) {
 }
 
 func (p *program) onProbe(in *instance, r probeResult) {
-	switch p.state() {
+	state := p.state()
+	if state != StateStarting && state != StateRunning {
+		return
+	}
+	if p.probeCouldNotRun(r) {
+		msg := fmt.Sprintf("health probe could not run (%v); not counted as a failure", r.err)
+		if in.startExpired {
+			msg = fmt.Sprintf("not ready after %s, and the health probe could not run (%v); waiting for one that can", in.cfg.StartTimeout, r.err)
+		}
+		p.set(state, func(s *Status) { s.Message = msg })
+		return
+	}
+	switch state {
 	case StateStarting:
 		if r.ok {
 			p.becomeRunning(in)
 			return
 		}
-		elapsed := time.Since(in.started).Truncate(time.Second)
+		if in.startExpired {
+			p.failStart(in) // start_timeout passed while no probe could run
+			return
+		}
+		elapsed := p.sup.clock.Now().Sub(in.started).Truncate(time.Second)
 		msg := fmt.Sprintf("loading %s", elapsed)
 		if !r.refused {
 			msg = fmt.Sprintf("starting %s: health: %v", elapsed, r.err)
@@ -445,6 +475,46 @@ func (p *program) onProbe(in *instance, r probeResult) {
 	}
 }
 
+// probeCouldNotRun reports whether r failed for want of descriptors, memory
+// or processes in glmctl (not a failure of the program), and logs when
+// probes stop and start running again, once per change.
+func (p *program) probeCouldNotRun(r probeResult) bool {
+	switch {
+	case r.starved && !p.probeStarved:
+		p.probeStarved = true
+		p.log.Warn("health probe cannot run: glmctl is short of descriptors, memory or processes; not counted as a failure, retrying every interval", "error", r.err)
+	case !r.starved && p.probeStarved:
+		p.probeStarved = false
+		p.log.Info("health probes run again")
+	}
+	return r.starved
+}
+
+// onStartTimeout stops a program that is not ready after start_timeout, a
+// failed start; while its probes cannot run, it waits for one that can.
+func (p *program) onStartTimeout(in *instance) {
+	if p.state() != StateStarting {
+		return
+	}
+	if p.probeStarved {
+		in.startExpired = true
+		p.set(StateStarting, func(s *Status) {
+			s.Message = fmt.Sprintf("not ready after %s, and the health probe cannot run; waiting for one that can", in.cfg.StartTimeout)
+		})
+		return
+	}
+	p.failStart(in)
+}
+
+// failStart stops a program that did not become ready in time.
+func (p *program) failStart(in *instance) {
+	in.failedStart = true
+	p.set(StateStarting, func(s *Status) {
+		s.Message = fmt.Sprintf("not ready after %s; stopping", in.cfg.StartTimeout)
+	})
+	p.stopInstance()
+}
+
 // onExit decides what follows the end of a run.
 func (p *program) onExit(in *instance, info exitInfo) {
 	p.cur = nil
@@ -452,8 +522,10 @@ func (p *program) onExit(in *instance, info exitInfo) {
 	if pids := in.treePIDs(); pids != nil {
 		p.lastPIDs = pids
 	}
-	if in.stopTimer != nil {
-		in.stopTimer.Stop()
+	for _, t := range []Timer{in.startTimer, in.stopTimer} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 	wasRunning := in.ready.Load()
 	p.log.Debug("program ended", "how", info.String(), "was_running", wasRunning)
@@ -482,6 +554,9 @@ func (p *program) onExit(in *instance, info exitInfo) {
 	case !p.want:
 		p.set(StateStopped, func(s *Status) { record(s); s.Message = "" })
 		return
+	case starved(info.err):
+		p.retryStarved(cfg, record, info.err)
+		return
 	case info.fatal:
 		p.log.Error("cannot start program", "error", info.err)
 		p.want = false
@@ -491,7 +566,7 @@ func (p *program) onExit(in *instance, info exitInfo) {
 		p.scheduleRestart(cfg, record, "restarted after failed health checks")
 		return
 	case wasRunning:
-		if in.readyAt.After(time.Time{}) && time.Since(in.readyAt) >= p.sup.stableRun(cfg) {
+		if !in.readyAt.IsZero() && p.sup.clock.Now().Sub(in.readyAt) >= stableRun(cfg) {
 			p.consecutive = 0
 		}
 		if cfg.Restart == config.RestartNever || (cfg.Restart == config.RestartOnFailure && info.success()) {
@@ -510,7 +585,7 @@ func (p *program) onExit(in *instance, info exitInfo) {
 		p.set(StateExited, func(s *Status) { record(s); s.Message = info.String() })
 		return
 	}
-	now := time.Now()
+	now := p.sup.clock.Now()
 	kept := p.failedAt[:0]
 	for _, t := range p.failedAt {
 		if now.Sub(t) < retryWindow {
@@ -531,8 +606,34 @@ func (p *program) onExit(in *instance, info exitInfo) {
 // scheduleRestart restarts at once with zero backoff, else after the backoff
 // delay in BACKOFF.
 func (p *program) scheduleRestart(cfg *config.Program, record func(*Status), why string) {
+	d := p.nextBackoff(cfg, 0)
+	p.restartAfter(d, record, fmt.Sprintf("%s; restarting in %s", why, d.Round(time.Millisecond)))
+}
+
+// retryStarved tries again after a spawn that failed for want of
+// descriptors, memory or processes: BACKOFF with the usual delay (at least
+// starvedRetryMin), but no failed start, so never FATAL for it.
+func (p *program) retryStarved(cfg *config.Program, record func(*Status), err error) {
+	if !p.spawnStarved {
+		p.spawnStarved = true
+		p.log.Warn("cannot spawn: glmctl is short of descriptors, memory or processes; retrying with backoff until it recovers", "error", err)
+	} else {
+		p.log.Debug("spawn failed again", "error", err)
+	}
+	d := p.nextBackoff(cfg, starvedRetryMin)
+	p.restartAfter(d, record, fmt.Sprintf("spawn failed: %v; retrying in %s", err, d.Round(time.Millisecond)))
+}
+
+// nextBackoff counts one more consecutive restart and returns its delay,
+// at least floor.
+func (p *program) nextBackoff(cfg *config.Program, floor time.Duration) time.Duration {
 	p.consecutive++
-	d := backoffDelay(cfg.Backoff, p.consecutive, rand.Float64())
+	return max(backoffDelay(cfg.Backoff, p.consecutive, rand.Float64()), floor)
+}
+
+// restartAfter spawns again at once when d ≤ 0, else in BACKOFF after d,
+// showing msg.
+func (p *program) restartAfter(d time.Duration, record func(*Status), msg string) {
 	if d <= 0 {
 		p.set(StateStarting, record) // keep the last exit visible
 		p.spawn(true)
@@ -540,10 +641,10 @@ func (p *program) scheduleRestart(cfg *config.Program, record func(*Status), why
 	}
 	p.backoffSeq++
 	seq := p.backoffSeq
-	p.backoff = time.AfterFunc(d, func() { p.send(event{kind: evBackoff, seq: seq}) })
+	p.backoff = p.sup.clock.AfterFunc(d, func() { p.send(event{kind: evBackoff, seq: seq}) })
 	p.set(StateBackoff, func(s *Status) {
 		record(s)
-		s.Message = fmt.Sprintf("%s; restarting in %s", why, d.Round(time.Millisecond))
+		s.Message = msg
 	})
 }
 
@@ -592,6 +693,7 @@ func (p *program) runsNow() int {
 // set changes the snapshot, wakes waiters and reports a state transition.
 func (p *program) set(state string, f func(*Status)) {
 	p.mu.Lock()
+	now := p.sup.clock.Now() // before waiters wake: Times follow cause and effect
 	from := p.snap.State
 	p.snap.State = state
 	if f != nil {
@@ -607,7 +709,7 @@ func (p *program) set(state string, f func(*Status)) {
 	if from != state {
 		p.log.Debug("state", "from", from, "to", state, "message", snap.Message)
 		if p.sup.opts.OnEvent != nil {
-			p.sup.opts.OnEvent(Event{Program: p.name, From: from, To: state, Time: time.Now(),
+			p.sup.opts.OnEvent(Event{Program: p.name, From: from, To: state, Time: now,
 				PID: snap.PID, LastExit: snap.LastExit, Message: snap.Message})
 		}
 	}

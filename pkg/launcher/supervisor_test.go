@@ -3,9 +3,11 @@ package launcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,24 +18,42 @@ import (
 	"github.com/glmctl/glmctl/pkg/config"
 )
 
+// TestCrashRestarts: a program that crashes after start_secs is restarted
+// after each crash, however many, and never goes FATAL (crashes are not
+// failed starts).
 func TestCrashRestarts(t *testing.T) {
-	p := prog("crashy", selfCmd("crash", "1", "150ms"))
-	p.StartSecs = 50 * time.Millisecond
-	h := startSupervisor(t, []*config.Program{p}, nil, nil)
-	waitFor(t, 10*time.Second, "two restarts", func() bool { return h.status("crashy").Restarts >= 2 })
-	st := h.status("crashy")
-	if st.LastExit == nil || *st.LastExit != 1 {
-		t.Errorf("LastExit = %v, want 1", st.LastExit)
+	fc := newFakeClock()
+	p := prog("crashy", selfCmd("exit-on-usr1", "1"))
+	p.StartSecs = time.Second
+	p.StartRetries = 1 // one crash counted as a failed start would make it FATAL
+	p.Backoff = config.Backoff{Initial: time.Second, Max: 4 * time.Second}
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
+	for run := 1; run <= 3; run++ {
+		fc.fire(t, stateTimer, p.StartSecs)
+		st := h.waitState("crashy", StateRunning, 10*time.Second)
+		waitFor(t, 10*time.Second, "the handler of SIGUSR1", func() bool { return h.linesOf("crashy", "waiting") == run })
+		if err := syscall.Kill(st.PID, syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		if run < 3 {
+			h.leaveBackoff(fc, "crashy")
+		}
 	}
-	var sawRunning bool
+	st := h.waitState("crashy", StateBackoff, 10*time.Second)
+	if st.LastExit == nil || *st.LastExit != 1 || st.Restarts != 2 {
+		t.Errorf("status = %+v, want last exit 1 after 2 restarts", st)
+	}
+	running := 0
 	for _, e := range h.eventsFor("crashy") {
-		sawRunning = sawRunning || e.To == StateRunning
+		if e.To == StateRunning {
+			running++
+		}
 		if e.To == StateFatal {
 			t.Errorf("went FATAL: %s", e.Message)
 		}
 	}
-	if !sawRunning {
-		t.Error("never RUNNING between crashes")
+	if running != 3 {
+		t.Errorf("RUNNING %d times, want 3", running)
 	}
 }
 
@@ -48,12 +68,17 @@ func TestRestartPolicies(t *testing.T) {
 		{config.RestartNever, "3", false},
 	} {
 		t.Run(tc.policy+"/"+tc.code, func(t *testing.T) {
-			p := prog("p", selfCmd("crash", tc.code, "200ms"))
-			p.StartSecs = 50 * time.Millisecond
+			fc := newFakeClock()
+			p := prog("p", selfCmd("crash", tc.code, "0s"))
+			p.StartSecs = 0 // RUNNING at once: it exits after it was ready
 			p.Restart = tc.policy
-			h := startSupervisor(t, []*config.Program{p}, nil, nil)
+			p.Backoff = config.Backoff{Initial: time.Second, Max: 4 * time.Second}
+			h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
 			if tc.restarts {
-				waitFor(t, 10*time.Second, "a restart", func() bool { return h.status("p").Restarts >= 1 })
+				h.leaveBackoff(fc, "p")
+				if st := h.status("p"); st.Restarts != 1 {
+					t.Errorf("status = %+v, want 1 restart", st)
+				}
 				return
 			}
 			st := h.waitState("p", StateExited, 10*time.Second)
@@ -103,50 +128,74 @@ func backoffGaps(events []Event) []time.Duration {
 }
 
 func TestBackoffGrowsAndCaps(t *testing.T) {
+	fc := newFakeClock()
 	p := prog("p", selfCmd("crash", "1", "0s"))
 	p.StartSecs = 0 // RUNNING at once: these are crashes, not failed starts
-	p.Backoff = config.Backoff{Initial: 40 * time.Millisecond, Max: 160 * time.Millisecond}
-	h := startSupervisor(t, []*config.Program{p}, nil, nil)
-	waitFor(t, 15*time.Second, "6 backoffs", func() bool { return len(backoffGaps(h.eventsFor("p"))) >= 6 })
-	h.shutdown()
-	gaps := backoffGaps(h.eventsFor("p"))[:6]
-	nominal := []time.Duration{40, 80, 160, 160, 160, 160}
-	for i, g := range gaps {
-		want := nominal[i] * time.Millisecond
-		if g < want*3/4-2*time.Millisecond || g > want+300*time.Millisecond {
-			t.Errorf("backoff %d = %s, want in [%s, %s]", i+1, g, want*3/4, want)
+	p.Backoff = config.Backoff{Initial: time.Second, Max: 4 * time.Second}
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
+	var delays []time.Duration
+	for i, nominal := range []time.Duration{1, 2, 4, 4, 4, 4} {
+		d := h.leaveBackoff(fc, "p")
+		delays = append(delays, d)
+		if want := nominal * time.Second; d < want*3/4 || d > want {
+			t.Errorf("backoff %d = %s, want in [%s, %s]", i+1, d, want*3/4, want)
 		}
 	}
-	if gaps[2] <= gaps[0] {
-		t.Errorf("backoff does not grow: %v", gaps)
+	h.waitState("p", StateBackoff, 10*time.Second)
+	if gaps := backoffGaps(h.eventsFor("p")); !slices.Equal(gaps, delays) {
+		t.Errorf("BACKOFF → STARTING gaps %v, want the delays %v", gaps, delays)
 	}
 	if st := h.status("p"); st.State == StateFatal {
 		t.Errorf("crashes after RUNNING made it FATAL: %s", st.Message)
 	}
 }
 
+// TestBackoffResetsAfterStableRun: the backoff sequence starts again after a
+// run of max(60s, backoff.max) in RUNNING, and not after a shorter one.
 func TestBackoffResetsAfterStableRun(t *testing.T) {
-	p := prog("p", selfCmd("crash", "1", "300ms"))
+	fc := newFakeClock()
+	p := prog("p", selfCmd("sleep"))
 	p.StartSecs = 0
-	p.Backoff = config.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
-	h := startSupervisor(t, []*config.Program{p}, nil, func(s *Supervisor) { s.stableAfter = 200 * time.Millisecond })
-	waitFor(t, 15*time.Second, "3 backoffs", func() bool { return len(backoffGaps(h.eventsFor("p"))) >= 3 })
-	for i, g := range backoffGaps(h.eventsFor("p"))[:3] {
-		if g > 250*time.Millisecond { // without the reset the third would be ≥ 300ms
-			t.Errorf("backoff %d = %s after a stable run, want ≤ 100ms", i+1, g)
+	p.Backoff = config.Backoff{Initial: time.Second, Max: 8 * time.Second}
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
+	crashAfter := func(run time.Duration) time.Duration {
+		t.Helper()
+		st := h.waitState("p", StateRunning, 10*time.Second)
+		fc.Advance(run)
+		if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		return h.leaveBackoff(fc, "p")
+	}
+	for i, tc := range []struct {
+		run, want time.Duration
+	}{
+		{0, time.Second},
+		{0, 2 * time.Second},
+		{59 * time.Second, 4 * time.Second}, // not stable yet
+		{60 * time.Second, time.Second},     // stable: the sequence starts again
+	} {
+		if d := crashAfter(tc.run); d < tc.want*3/4 || d > tc.want {
+			t.Errorf("crash %d after %s RUNNING: backoff %s, want in [%s, %s]", i+1, tc.run, d, tc.want*3/4, tc.want)
 		}
 	}
 }
 
 func TestFatalAfterRetriesAndManualStart(t *testing.T) {
+	fc := newFakeClock()
 	okFile := filepath.Join(t.TempDir(), "ok")
 	p := prog("p", selfCmd("crash", "1", "0s", okFile))
-	p.StartSecs = 300 * time.Millisecond
+	p.StartSecs = time.Second // never reached: the clock stays put while it crashes
 	p.StartRetries = 3
+	p.Backoff = config.Backoff{Initial: time.Second, Max: 4 * time.Second}
 	p.Autostart = false
-	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
 
-	err := h.s.Start(ctxT(t, 10*time.Second), "p")
+	errc := make(chan error, 1)
+	go func() { errc <- h.s.Start(ctxT(t, 20*time.Second), "p") }()
+	h.leaveBackoff(fc, "p")
+	h.leaveBackoff(fc, "p")
+	err := <-errc
 	if err == nil || !strings.Contains(err.Error(), "FATAL") {
 		t.Fatalf("Start = %v, want a FATAL error", err)
 	}
@@ -154,13 +203,12 @@ func TestFatalAfterRetriesAndManualStart(t *testing.T) {
 	if st.State != StateFatal || !strings.Contains(st.Message, "3 failed starts") {
 		t.Fatalf("status = %+v", st)
 	}
-	if n := len(h.eventsFor("p")); n == 0 {
-		t.Fatal("no events")
-	}
 	if err := os.WriteFile(okFile, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.s.Start(ctxT(t, 10*time.Second), "p"); err != nil {
+	go func() { errc <- h.s.Start(ctxT(t, 20*time.Second), "p") }()
+	fc.fire(t, stateTimer, p.StartSecs)
+	if err := <-errc; err != nil {
 		t.Fatalf("manual Start from FATAL: %v", err)
 	}
 	if st := h.status("p"); st.State != StateRunning || st.PID == 0 {
@@ -168,37 +216,35 @@ func TestFatalAfterRetriesAndManualStart(t *testing.T) {
 	}
 }
 
+// TestReadinessWindow: with a probe, a program is RUNNING once a probe
+// passes, not before; meanwhile a refused connection is "loading".
 func TestReadinessWindow(t *testing.T) {
-	dir := t.TempDir()
-	tcp := freePort(t)
-	sock := filepath.Join(dir, "s.sock")
-	for _, tc := range []struct {
-		name   string
-		addr   string
-		health config.Health
-	}{
-		{"http", tcp, config.Health{HTTP: "http://" + tcp + "/health"}},
-		{"unix", "unix:" + sock, config.Health{HTTP: "http://localhost/health", UnixSocket: sock}},
-		{"tcp", freePort(t), config.Health{}},
-		{"exec", filepath.Join(dir, "ready"), config.Health{}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := tc.health
-			h.Interval, h.Timeout, h.Failures = 100*time.Millisecond, time.Second, 2
-			cmd := selfCmd("serve", tc.addr, "1500ms")
-			switch tc.name {
+	for _, name := range []string{"http", "unix", "tcp", "exec"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			goFile := filepath.Join(dir, "go") // the server listens once it exists
+			addr := freePort(t)
+			h := config.Health{Interval: time.Minute, Timeout: 5 * time.Second, Failures: 2}
+			cmd := selfCmd("serve", addr, "file:"+goFile)
+			switch name {
+			case "http":
+				h.HTTP = "http://" + addr + "/health"
+			case "unix":
+				sock := filepath.Join(dir, "s.sock")
+				cmd = selfCmd("serve", "unix:"+sock, "file:"+goFile)
+				h.HTTP, h.UnixSocket = "http://localhost/health", sock
 			case "tcp":
-				h.TCP = tc.addr
+				h.TCP = addr
 			case "exec":
 				cmd = selfCmd("sleep")
-				h.Exec = []string{"/bin/sh", "-c", "test -f " + tc.addr}
-				time.AfterFunc(1500*time.Millisecond, func() { _ = os.WriteFile(tc.addr, nil, 0o600) })
+				h.Exec = []string{"/bin/sh", "-c", "test -f " + goFile}
 			}
+			fc := newFakeClock()
 			p := prog("p", cmd)
 			p.Health = &h
+			p.StartTimeout = time.Hour
 			p.Autostart = false
-			hs := startSupervisor(t, []*config.Program{p}, nil, nil)
-			t0 := time.Now()
+			hs := startSupervisor(t, []*config.Program{p}, fc.use, nil)
 			errc := make(chan error, 1)
 			go func() { errc <- hs.s.Start(ctxT(t, 30*time.Second), "p") }()
 			var loading Status
@@ -206,20 +252,29 @@ func TestReadinessWindow(t *testing.T) {
 				loading = hs.status("p")
 				return loading.State == StateStarting && loading.Message != ""
 			})
-			if tc.name != "exec" && !strings.HasPrefix(loading.Message, "loading ") {
-				t.Errorf("message while loading = %q, want loading …", loading.Message)
+			if name != "exec" && loading.Message != "loading 0s" {
+				t.Errorf("message while loading = %q, want loading 0s", loading.Message)
 			}
-			if hs.s.Ready("p") {
-				t.Error("Ready while loading")
+			fc.fire(t, probeTimer, startingPoll)
+			waitFor(t, 20*time.Second, "a second probe", func() bool {
+				_, _, ok := fc.find(probeTimer, startingPoll)
+				return ok
+			})
+			if st := hs.status("p"); st.State != StateStarting || hs.s.Ready("p") {
+				t.Errorf("before the server is up: %+v", st)
 			}
+			if err := os.WriteFile(goFile, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if name != "exec" {
+				waitFor(t, 20*time.Second, "the server listening", func() bool { return hs.linesOf("p", "listening") == 1 })
+			}
+			fc.fireUntil(t, probeTimer, startingPoll, "RUNNING", func() bool { return hs.s.Ready("p") })
 			if err := <-errc; err != nil {
 				t.Fatalf("Start: %v", err)
 			}
-			if el := time.Since(t0); el < 1400*time.Millisecond {
-				t.Errorf("RUNNING after %s, before the server was up", el)
-			}
 			st := hs.status("p")
-			if st.State != StateRunning || st.Health != HealthHealthy || !hs.s.Ready("p") {
+			if st.State != StateRunning || st.Health != HealthHealthy {
 				t.Errorf("status = %+v", st)
 			}
 		})
@@ -227,23 +282,20 @@ func TestReadinessWindow(t *testing.T) {
 }
 
 func TestStopWhileLoading(t *testing.T) {
+	fc := newFakeClock()
 	addr := freePort(t)
-	p := prog("p", selfCmd("serve", addr, "1h"))
-	p.Health = &config.Health{HTTP: "http://" + addr + "/health", Interval: 50 * time.Millisecond, Timeout: time.Second, Failures: 1}
+	p := prog("p", selfCmd("serve", addr, "file:"+filepath.Join(t.TempDir(), "never")))
+	p.Health = &config.Health{HTTP: "http://" + addr + "/health", Interval: time.Minute, Timeout: time.Second, Failures: 1}
 	p.Autostart = false
-	p.StopTimeout = 30 * time.Second // a stop that needed SIGKILL would take this long
-	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	p.StopTimeout = time.Hour // the clock does not move: a stop that needed SIGKILL would not end
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
 	errc := make(chan error, 1)
 	go func() { errc <- h.s.Start(ctxT(t, 30*time.Second), "p") }()
 	waitFor(t, 20*time.Second, "loading", func() bool {
 		return strings.HasPrefix(h.status("p").Message, "loading")
 	})
-	t0 := time.Now()
-	if err := h.s.Stop(ctxT(t, 60*time.Second), "p"); err != nil {
+	if err := h.s.Stop(ctxT(t, 20*time.Second), "p"); err != nil {
 		t.Fatal(err)
-	}
-	if el := time.Since(t0); el > 10*time.Second {
-		t.Errorf("Stop during load took %s", el)
 	}
 	if err := <-errc; err == nil || !strings.Contains(err.Error(), "STOPPED") {
 		t.Errorf("Start interrupted by Stop = %v", err)
@@ -251,53 +303,80 @@ func TestStopWhileLoading(t *testing.T) {
 }
 
 func TestStartTimeoutIsFailedStart(t *testing.T) {
+	fc := newFakeClock()
 	p := prog("p", selfCmd("sleep"))
-	p.Health = &config.Health{TCP: freePort(t), Interval: 50 * time.Millisecond, Timeout: time.Second, Failures: 1}
-	p.StartTimeout = 300 * time.Millisecond
+	p.Health = &config.Health{TCP: freePort(t), Interval: time.Minute, Timeout: time.Second, Failures: 1}
+	p.StartTimeout = 10 * time.Minute
 	p.StartRetries = 1
 	p.Autostart = false
-	h := startSupervisor(t, []*config.Program{p}, nil, nil)
-	if err := h.s.Start(ctxT(t, 10*time.Second), "p"); err == nil {
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
+	errc := make(chan error, 1)
+	go func() { errc <- h.s.Start(ctxT(t, 20*time.Second), "p") }()
+	waitFor(t, 20*time.Second, "loading", func() bool {
+		return strings.HasPrefix(h.status("p").Message, "loading")
+	})
+	fc.fire(t, stateTimer, p.StartTimeout)
+	if err := <-errc; err == nil {
 		t.Fatal("Start succeeded without a listener")
 	}
-	if st := h.status("p"); st.State != StateFatal {
+	if st := h.status("p"); st.State != StateFatal || !strings.Contains(st.Message, "1 failed starts") {
 		t.Errorf("status = %+v", st)
+	}
+	if ev := h.eventsFor("p"); len(ev) < 2 || ev[1].To != StateStopping || ev[1].Message != "not ready after 10m0s; stopping" {
+		t.Errorf("events = %+v, want STARTING, then STOPPING not ready after 10m0s", ev)
 	}
 }
 
 func TestHealthFailureRestarts(t *testing.T) {
+	fc := newFakeClock()
 	addr := freePort(t)
 	fail := filepath.Join(t.TempDir(), "fail")
 	p := prog("p", selfCmd("serve", addr, "0s", fail))
-	p.Health = &config.Health{HTTP: "http://" + addr + "/health", Interval: 50 * time.Millisecond, Timeout: time.Second, Failures: 2}
-	h := startSupervisor(t, []*config.Program{p}, nil, nil)
-	first := h.waitState("p", StateRunning, 10*time.Second)
+	p.Health = &config.Health{HTTP: "http://" + addr + "/health", Interval: time.Minute, Timeout: 5 * time.Second, Failures: 2}
+	p.StartTimeout = time.Hour
+	p.Backoff = config.Backoff{Initial: time.Second, Max: 4 * time.Second}
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
+	fc.fireUntil(t, probeTimer, startingPoll, "RUNNING", func() bool { return h.s.Ready("p") })
+	first := h.status("p")
 	if err := os.WriteFile(fail, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a restart", func() bool { return h.status("p").Restarts >= 1 })
-	if h.s.Ready("p") {
-		t.Error("Ready while failing health checks")
+	fc.fire(t, probeTimer, p.Health.Interval)
+	waitFor(t, 10*time.Second, "one failed probe", func() bool {
+		return strings.HasPrefix(h.status("p").Message, "health check failed 1/2")
+	})
+	if st := h.status("p"); st.State != StateRunning || h.s.Ready("p") {
+		t.Errorf("after one failed probe: %+v, Ready %v", st, h.s.Ready("p"))
 	}
+	fc.fire(t, probeTimer, p.Health.Interval)
+	h.waitState("p", StateBackoff, 10*time.Second)
 	os.Remove(fail)
-	st := h.waitState("p", StateRunning, 10*time.Second)
-	if st.PID == first.PID || st.Health != HealthHealthy {
+	h.leaveBackoff(fc, "p")
+	fc.fireUntil(t, probeTimer, startingPoll, "RUNNING again", func() bool { return h.s.Ready("p") })
+	st := h.status("p")
+	if st.PID == first.PID || st.Health != HealthHealthy || st.Restarts != 1 {
 		t.Errorf("after restart: %+v (first pid %d)", st, first.PID)
 	}
 }
 
 func TestStartOrderWaitsForHealth(t *testing.T) {
 	addr := freePort(t)
-	a := prog("a", selfCmd("serve", addr, "2s"))
+	goFile := filepath.Join(t.TempDir(), "go")
+	a := prog("a", selfCmd("serve", addr, "file:"+goFile))
 	a.Health = &config.Health{HTTP: "http://" + addr + "/health", Interval: 50 * time.Millisecond, Timeout: time.Second, Failures: 2}
 	b := prog("b", selfCmd("sleep"))
 	b.DependsOn = []string{"a"}
 	h := startSupervisor(t, []*config.Program{b, a}, nil, nil)
-	waitFor(t, 20*time.Second, "a loading", func() bool { return h.status("a").State == StateStarting })
-	if st := h.status("b"); st.State != StateStopped || !strings.Contains(st.Message, `waiting for "a"`) {
+	waitFor(t, 20*time.Second, "a loading, b waiting for it", func() bool {
+		return h.status("a").State == StateStarting && strings.Contains(h.status("b").Message, `waiting for "a"`)
+	})
+	if st := h.status("b"); st.State != StateStopped {
 		t.Errorf("b while a loads: %+v", st)
 	}
-	h.waitState("b", StateRunning, 10*time.Second)
+	if err := os.WriteFile(goFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("b", StateRunning, 20*time.Second)
 	h.shutdown()
 
 	at := func(name, state string) time.Time {
@@ -348,21 +427,33 @@ func TestStartStartsDependencies(t *testing.T) {
 }
 
 func TestStopKillsAfterTimeout(t *testing.T) {
+	fc := newFakeClock()
 	p := prog("p", selfCmd("ignore-term"))
-	p.StopTimeout = 400 * time.Millisecond
-	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	p.StartSecs = 0
+	p.StopTimeout = time.Hour
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
 	waitFor(t, 10*time.Second, "ignoring TERM", func() bool {
-		l, _ := h.s.Tail("p", 1)
-		return len(l) == 1 && l[0] == "ignoring TERM" && h.status("p").State == StateRunning
+		return h.linesOf("p", "ignoring TERM") == 1 && h.status("p").State == StateRunning
 	})
 	pid := h.status("p").PID
-	t0 := time.Now()
-	if err := h.s.Stop(ctxT(t, 10*time.Second), "p"); err != nil {
-		t.Fatal(err)
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.s.Stop(ctxT(t, 20*time.Second), "p") }()
+	h.waitState("p", StateStopping, 10*time.Second)
+	waitFor(t, 10*time.Second, "the stop_timeout timer", func() bool {
+		_, _, ok := fc.find(stateTimer, p.StopTimeout)
+		return ok
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned before stop_timeout: %v", err)
+	default:
 	}
-	el := time.Since(t0)
-	if el < 400*time.Millisecond || el > 5*time.Second {
-		t.Errorf("Stop took %s, want about stop_timeout (400ms)", el)
+	if !alive(pid) {
+		t.Fatalf("pid %d died of SIGTERM", pid)
+	}
+	fc.fire(t, stateTimer, p.StopTimeout)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
 	}
 	st := h.status("p")
 	if st.State != StateStopped || st.LastSignal != "SIGKILL" || st.LastExit == nil || *st.LastExit != 137 {
@@ -372,18 +463,16 @@ func TestStopKillsAfterTimeout(t *testing.T) {
 		t.Errorf("pid %d still alive", pid)
 	}
 
-	// The same program stops at once with a stop_signal it does not ignore.
+	// The same program stops at once with a stop_signal it does not ignore
+	// (the clock does not move: a stop that needed SIGKILL would not end).
 	p2 := prog("p2", selfCmd("ignore-term"))
+	p2.StartSecs = 0
 	p2.StopSignal = "INT"
-	p2.StopTimeout = 30 * time.Second // a stop that needed SIGKILL would take this long
-	h2 := startSupervisor(t, []*config.Program{p2}, nil, nil)
+	p2.StopTimeout = time.Hour
+	h2 := startSupervisor(t, []*config.Program{p2}, newFakeClock().use, nil)
 	h2.waitState("p2", StateRunning, 20*time.Second)
-	t0 = time.Now()
-	if err := h2.s.Stop(ctxT(t, 60*time.Second), "p2"); err != nil {
+	if err := h2.s.Stop(ctxT(t, 20*time.Second), "p2"); err != nil {
 		t.Fatal(err)
-	}
-	if el := time.Since(t0); el > 10*time.Second {
-		t.Errorf("Stop with SIGINT took %s", el)
 	}
 	if st := h2.status("p2"); st.LastSignal != "SIGINT" {
 		t.Errorf("status = %+v, want killed by SIGINT", st)
@@ -395,26 +484,22 @@ func TestProcessTreeDiesOnStopAndRestart(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			pidFile := filepath.Join(t.TempDir(), "pids")
 			p := prog("p", selfCmd("tree", pidFile))
-			p.StopTimeout = 30 * time.Second // a stop that needed SIGKILL would take this long
-			h := startSupervisor(t, []*config.Program{p}, nil, func(s *Supervisor) { s.noPIDNS.Store(mode == "fallback") })
+			p.StartSecs = 0
+			p.StopTimeout = time.Hour // the clock does not move: a stop that needed SIGKILL would not end
+			h := startSupervisor(t, []*config.Program{p}, newFakeClock().use, func(s *Supervisor) { s.noPIDNS.Store(mode == "fallback") })
 			// tree, leaf-parent, leaf, escape (exits), orphaned setsid leaf
 			waitFor(t, 20*time.Second, "5 pids", func() bool { return countPIDs(t, pidFile) >= 5 })
 			st := h.waitState("p", StateRunning, 20*time.Second)
-			old := keeperTree(st.PID) // keeper, tree, leaf-parent, leaf, orphan
-			assertAlive(t, old, 5)
-			if err := h.s.Restart(ctxT(t, 60*time.Second), "p"); err != nil {
+			old := liveTree(t, 5, func() []int { return keeperTree(st.PID) }) // keeper, tree, leaf-parent, leaf, orphan
+			if err := h.s.Restart(ctxT(t, 30*time.Second), "p"); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, 20*time.Second, "old tree gone after restart", func() bool { return noneAlive(old) })
 			waitFor(t, 20*time.Second, "new tree", func() bool { return countPIDs(t, pidFile) >= 10 })
-			cur := keeperTree(h.status("p").PID)
-			assertAlive(t, cur, 5)
-			t0 := time.Now()
-			if err := h.s.Stop(ctxT(t, 60*time.Second), "p"); err != nil {
+			cur := liveTree(t, 5, func() []int { return keeperTree(h.status("p").PID) })
+			// The TERM-ignoring leaves die with the main process.
+			if err := h.s.Stop(ctxT(t, 30*time.Second), "p"); err != nil {
 				t.Fatal(err)
-			}
-			if el := time.Since(t0); el > 10*time.Second {
-				t.Errorf("Stop took %s: the TERM-ignoring leaves should die with the main process", el)
 			}
 			if !noneAlive(cur) {
 				t.Errorf("some of %v survived Stop", cur)
@@ -436,8 +521,7 @@ func TestNothingSurvivesSupervisorDeath(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitFor(t, 20*time.Second, "5 pids", func() bool { return countPIDs(t, pidFile) >= 5 })
-			tree := descendants(cmd.Process.Pid) // keepers and the whole program
-			assertAlive(t, tree, 5)
+			tree := liveTree(t, 5, func() []int { return descendants(cmd.Process.Pid) }) // keepers and the whole program
 			if err := cmd.Process.Signal(tc.sig); err != nil {
 				t.Fatal(err)
 			}
@@ -607,6 +691,10 @@ func TestFollowAndTail(t *testing.T) {
 	p := prog("p", selfCmd("sleep"))
 	h := startSupervisor(t, []*config.Program{p}, nil, nil)
 	h.waitState("p", StateRunning, 10*time.Second)
+	waitFor(t, 10*time.Second, "the first run's line", func() bool {
+		l, _ := h.s.Tail("p", 0)
+		return len(l) == 1
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	lines, err := h.s.Follow(ctx, "p")
 	if err != nil {
@@ -634,18 +722,22 @@ func TestFollowAndTail(t *testing.T) {
 	}
 }
 
-// assertAlive checks that at least n of pids are running.
-func assertAlive(t *testing.T, pids []int, n int) {
+// liveTree waits until tree lists at least n live processes and returns
+// that list: one walk of /proc can miss an orphan whose parent is exiting.
+func liveTree(t *testing.T, n int, tree func() []int) []int {
 	t.Helper()
-	live := 0
-	for _, p := range pids {
-		if alive(p) {
-			live++
+	var pids []int
+	waitFor(t, 20*time.Second, fmt.Sprintf("%d live processes", n), func() bool {
+		pids = tree()
+		live := 0
+		for _, p := range pids {
+			if alive(p) {
+				live++
+			}
 		}
-	}
-	if live < n {
-		t.Fatalf("%d of %v alive, want at least %d", live, pids, n)
-	}
+		return live >= n
+	})
+	return pids
 }
 
 func atoi(s string) int {

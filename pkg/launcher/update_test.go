@@ -59,26 +59,41 @@ func TestConcurrentUpdatesAddOnce(t *testing.T) {
 // program goes from STOPPING straight to STARTING) completes that Stop
 // instead of leaving it waiting for a STOPPED that never comes.
 func TestStopOvertakenByStart(t *testing.T) {
+	fc := newFakeClock()
 	p := prog("p", selfCmd("ignore-term"))
-	p.StopTimeout = 500 * time.Millisecond
-	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	p.StartSecs = 0
+	p.StopTimeout = time.Hour // STOPPING until the test fires it
+	h := startSupervisor(t, []*config.Program{p}, fc.use, nil)
 	first := h.waitState("p", StateRunning, 20*time.Second)
+	waitFor(t, 20*time.Second, "ignoring TERM", func() bool { return h.linesOf("p", "ignoring TERM") == 1 })
 	stopErr := make(chan error, 1)
 	go func() { stopErr <- h.s.Stop(ctxT(t, 30*time.Second), "p") }()
 	h.waitState("p", StateStopping, 20*time.Second)
-	if err := h.s.Start(ctxT(t, 30*time.Second), "p"); err != nil {
-		t.Fatalf("Start: %v", err)
+	// The start is applied (the loop will start again once stopped) before
+	// the stop completes; Start then waits for RUNNING.
+	if _, err := h.s.program("p").do(command{kind: cmdStart}); err != nil {
+		t.Fatal(err)
 	}
-	select {
-	case err := <-stopErr:
-		if err != nil {
-			t.Errorf("Stop overtaken by Start: %v", err)
+	startErr := make(chan error, 1)
+	go func() { startErr <- h.s.Start(ctxT(t, 30*time.Second), "p") }()
+	fc.fire(t, stateTimer, p.StopTimeout)
+	for name, errc := range map[string]chan error{"Stop": stopErr, "Start": startErr} {
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s still waiting after the program was started again", name)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Stop still waiting after the program was started again")
 	}
-	if st := h.status("p"); st.State != StateRunning || st.PID == first.PID {
-		t.Errorf("status = %+v, want RUNNING with a new pid (was %d)", st, first.PID)
+	if st := h.status("p"); st.State != StateRunning || st.PID == first.PID || st.Restarts != 0 {
+		t.Errorf("status = %+v, want RUNNING with a new pid (was %d), no automatic restart", st, first.PID)
+	}
+	for _, e := range h.eventsFor("p") {
+		if e.To == StateBackoff || e.To == StateStopped {
+			t.Errorf("went %s (%s): the end of the stopped run was not a crash", e.To, e.Message)
+		}
 	}
 }
 
