@@ -152,7 +152,7 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 		MaxBody:          64 << 10,
 		DefaultMaxTokens: 100,
 		DrainTimeout:     500 * time.Millisecond,
-		HeaderTimeout:    300 * time.Millisecond,
+		HeaderTimeout:    5 * time.Second,
 	}
 	unix := false
 	for _, o := range opts {

@@ -104,9 +104,6 @@ func (g *Guard) staticSettings(cfg *config.Guard) (*settings, error) {
 	if s.maxUnauth <= 0 {
 		s.maxUnauth = config.DefaultMaxUnauthPerClient
 	}
-	if s.drainTimeout <= 0 {
-		s.drainTimeout = config.DefaultDrainTimeout
-	}
 	if cfg.Global != nil {
 		s.global = GlobalLimit{RPM: int64(cfg.Global.RPM), Concurrency: int64(cfg.Global.Concurrency)}
 	}

@@ -173,7 +173,7 @@ func TestBodies(t *testing.T) {
 }
 
 func TestSlowHeadersCut(t *testing.T) {
-	h := newHarness(t) // readHeaderTimeout is 300ms in tests
+	h := newHarness(t, func(cfg *config.Guard, _ *harness) { cfg.HeaderTimeout = 300 * time.Millisecond })
 	c, err := net.Dial("tcp", h.g.Addr().String())
 	if err != nil {
 		t.Fatal(err)
