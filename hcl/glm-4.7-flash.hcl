@@ -5,7 +5,11 @@
 # What changed from the tutorial's supervisord + nginx setup:
 #   - vLLM listens on a unix socket only the guard reaches (no --host/--port,
 #     no --api-key): every request is authenticated, limited and audited by
-#     the guard on :8000, per key, not per IP.
+#     the guard on :8000, per key, not per IP. The socket lives in
+#     /run/glmctl/vllm/, a directory owned by the vLLM user "glm" with mode
+#     0700 (systemd/glmctl.service creates it): glmctl (root) and vLLM can
+#     enter it, no other local user can, so nobody goes around the guard.
+#     The web UI runs as its own user ("glmui") for the same reason.
 #   - The tutorial's --limit, --log-format and --log-file are not vLLM flags
 #     and are gone; rate limits live in rate_limits.json, the audit trail in
 #     audit.log (hash-chained, rotated by glmctl itself: no copytruncate).
@@ -41,7 +45,7 @@ program "vllm" {
     "--max-model-len", "4096",
     "--max-num-seqs", "50",
     "--max-num-batched-tokens", "2048",
-    "--uds", "/run/glmctl/vllm.sock",
+    "--uds", "/run/glmctl/vllm/vllm.sock",
   ]
   directory = "/srv/glm"
   user      = "glm"
@@ -63,7 +67,7 @@ program "vllm" {
   # Connection refused while the model loads counts as "still starting".
   health {
     http        = "http://localhost/health"
-    unix_socket = "/run/glmctl/vllm.sock"
+    unix_socket = "/run/glmctl/vllm/vllm.sock"
     interval    = "10s"
     timeout     = "5s"
     failures    = 3
@@ -83,7 +87,7 @@ program "ui" {
     "--api-base", "http://127.0.0.1:8000/v1", # through the guard, like any client
   ]
   directory = "/srv/glm"
-  user      = "glm"
+  user      = "glmui" # not "glm": the UI must not reach vLLM's socket around the guard
   env = {
     OPENAI_API_KEY_FILE = "/etc/glmctl/ui.key" # a key of its own, from `glmctl keys new ui`
   }
@@ -100,7 +104,7 @@ program "ui" {
 
 guard {
   listen                = "0.0.0.0:8000"
-  upstream              = "unix:///run/glmctl/vllm.sock"
+  upstream              = "unix:///run/glmctl/vllm/vllm.sock"
   allow_remote_upstream = false
   program               = "vllm" # 503 + Retry-After while vllm is not RUNNING
   keys_file             = "/etc/glmctl/api_keys.json"
