@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/glmctl/glmctl/pkg/keys"
 )
@@ -78,6 +80,36 @@ type program struct {
 	notes    map[string][]string // attribute -> "# glmctl import:" comments
 }
 
+// rename makes the section's name a glmctl program name (letters, digits,
+// ".", "_", "-", starting with a letter or digit): other characters become
+// "-", and the change is noted.
+func (p *program) rename() error {
+	var b strings.Builder
+	for _, r := range p.name {
+		switch {
+		case r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '.' || r == '_' || r == '-'):
+			b.WriteRune(r)
+		case b.Len() > 0:
+			b.WriteByte('-')
+		}
+	}
+	name := strings.TrimRight(b.String(), "-")
+	switch {
+	case name == "" || !isAlnum(name[0]):
+		return fmt.Errorf("no usable program name in %q: name it with letters and digits", p.name)
+	case name == "all":
+		return errors.New(`"all" is reserved in glmctl (glmctl start all means every program): rename the program`)
+	case name != p.name:
+		p.note("name", "renamed from %q: glmctl program names are letters, digits, \".\", \"_\" and \"-\"", p.name)
+		p.name = name
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
 func (p *program) note(attr, format string, args ...any) {
 	p.notes[attr] = append(p.notes[attr], fmt.Sprintf(format, args...))
 }
@@ -120,6 +152,14 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 			continue
 		}
 		p := &program{sec: s, name: strings.TrimSpace(name), priority: 999, notes: map[string][]string{}}
+		if err := p.rename(); err != nil {
+			return nil, fmt.Errorf("%s:%d: [%s]: %w", filename, s.Line, s.Name, err)
+		}
+		for _, q := range progs {
+			if q.name == p.name {
+				return nil, fmt.Errorf("%s:%d: [%s]: a second program named %q (the first is [%s] at line %d): rename one of them", filename, s.Line, s.Name, p.name, q.sec.Name, q.sec.Line)
+			}
+		}
 		cmd, ok := s.Get("command")
 		if !ok {
 			return nil, fmt.Errorf("%s:%d: [%s] has no command", filename, s.Line, s.Name)
@@ -127,6 +167,9 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 		args, comment, err := SplitCommand(cmd.Value)
 		if err != nil || len(args) == 0 {
 			return nil, fmt.Errorf("%s:%d: [%s] command: %v", filename, cmd.Line, s.Name, errOr(err, "empty"))
+		}
+		if strings.TrimSpace(args[0]) == "" {
+			return nil, fmt.Errorf("%s:%d: [%s] command: the executable (its first word) is empty", filename, cmd.Line, s.Name)
 		}
 		if cmd.Joined {
 			p.note("command", "backslash continuations joined into one command (supervisord does not join them; the tutorial meant one line)")
@@ -173,16 +216,25 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 	} else {
 		notef("no vLLM program found (a command with vllm.entrypoints.openai.api_server or \"vllm serve\"): no guard block written")
 	}
-	listen := ""
+	listen, metricsListen := "", DefaultMetrics
 	if vp != nil {
 		host, port := "0.0.0.0", "8000" // vLLM's defaults: every interface, port 8000
 		if vf.hostSet {
 			host = vf.host
 		}
-		if vf.portSet {
-			port = vf.port
+		if n, err := strconv.Atoi(vf.port); vf.portSet && err == nil && n > 0 && n <= 65535 {
+			port = strconv.Itoa(n)
+		} else if vf.portSet {
+			notef("vLLM's --port %q is not a port number: the guard listens on port %s; change guard.listen if clients use another", vf.port, port)
+		}
+		if h, _, err := net.SplitHostPort(net.JoinHostPort(host, port)); err != nil || h != host || strings.ContainsAny(host, "/ ") {
+			notef("vLLM's --host %q is not a host: the guard listens on every interface (0.0.0.0)", host)
+			host = "0.0.0.0"
 		}
 		listen = net.JoinHostPort(host, port)
+		if _, mport, _ := net.SplitHostPort(DefaultMetrics); mport == port {
+			metricsListen = "127.0.0.1:9401"
+		}
 	}
 
 	// Keys: the --api-key keys, then the tutorial's keys file, hashed.
@@ -285,17 +337,21 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 	w.line("# glmctl configuration converted from %s by glmctl import supervisor.", filename)
 	w.line("# Lines marked \"glmctl import:\" were changed or not carried over: review them.")
 	if vf.logLevel != "" {
-		w.blank()
-		w.open("log")
-		w.note("from vLLM's --log-level %s (removed from the vLLM command)", vf.logLevel)
-		w.attr("level", hstr(strings.ToLower(vf.logLevel)))
-		w.close()
+		if level, ok := logLevel(vf.logLevel); ok {
+			w.blank()
+			w.open("log")
+			w.note("from vLLM's --log-level %s (removed from the vLLM command)", vf.logLevel)
+			w.attr("level", hstr(level))
+			w.close()
+		} else {
+			notef("vLLM's --log-level %q is not a level: glmctl logs at info", vf.logLevel)
+		}
 	}
 	if vp != nil {
 		w.blank()
 		w.open("metrics")
 		w.note("added: Prometheus metrics on loopback (glmctl check --live probes /metrics here)")
-		w.attr("listen", hstr(DefaultMetrics))
+		w.attr("listen", hstr(metricsListen))
 		w.close()
 	}
 	sort.SliceStable(progs, func(i, j int) bool { return progs[i].priority < progs[j].priority })
@@ -355,6 +411,19 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 	return res, nil
 }
 
+// logLevel maps a vLLM (Python logging) level to glmctl's.
+func logLevel(v string) (string, bool) {
+	switch l := strings.ToLower(strings.TrimSpace(v)); l {
+	case "trace", "debug", "info", "warn", "error":
+		return l, true
+	case "warning":
+		return "warn", true
+	case "critical", "fatal":
+		return "error", true
+	}
+	return "", false
+}
+
 func errOr(err error, msg string) error {
 	if err != nil {
 		return err
@@ -411,7 +480,7 @@ func takeVLLMFlags(args []string) ([]string, vllmFlags) {
 			f.apiKeys = append(f.apiKeys, values(true)...)
 			f.removed = append(f.removed, "--api-key")
 		case "--limit":
-			f.limit, _ = strconv.Atoi(one())
+			f.limit, _ = smallInt(one())
 			f.removed = append(f.removed, "--limit")
 		case "--log-file":
 			f.logFile = one()

@@ -5,10 +5,20 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/hashicorp/hcl/v2/hclwrite"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // hclWriter builds HCL text with two-space indentation and
-// "# glmctl import: …" comments above the lines they explain.
+// "# glmctl import: …" comments above the lines they explain. Every value
+// is rendered by hclwrite, the writer of the HCL package that reads the
+// config back, so whatever the supervisord file holds comes out as an HCL
+// literal that parses to the same string; the layout (one flag and its
+// value per line of a command, comments above what they explain) is this
+// writer's.
 type hclWriter struct {
 	b      strings.Builder
 	indent int
@@ -16,10 +26,33 @@ type hclWriter struct {
 
 func (w *hclWriter) pad() { w.b.WriteString(strings.Repeat("  ", w.indent)) }
 
-// note writes one "# glmctl import: …" comment line.
+// note writes one "# glmctl import: …" comment line. Text from the
+// supervisord file can hold anything: characters that would end or break
+// a comment line (newlines, other control characters, invalid UTF-8) are
+// written as escapes.
 func (w *hclWriter) note(format string, args ...any) {
 	w.pad()
-	w.b.WriteString("# glmctl import: " + fmt.Sprintf(format, args...) + "\n")
+	w.b.WriteString("# glmctl import: " + commentSafe(fmt.Sprintf(format, args...)) + "\n")
+}
+
+// commentSafe returns s with every rune that is not printable, and every
+// byte that is not UTF-8, escaped as in Go source.
+func commentSafe(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case !unicode.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[:size])
+		}
+		s = s[size:]
+	}
+	return b.String()
 }
 
 // line writes a raw line at the current indentation.
@@ -42,11 +75,10 @@ func (w *hclWriter) close() {
 
 func (w *hclWriter) blank() { w.b.WriteString("\n") }
 
-// hstr quotes s as an HCL string literal (template sequences escaped).
+// hstr renders s as an HCL string literal: quoted and escaped by hclwrite,
+// template sequences ("${", "%{") doubled so they stay literal text.
 func hstr(s string) string {
-	q := strconv.Quote(s)
-	q = strings.ReplaceAll(q, "${", "$${")
-	return strings.ReplaceAll(q, "%{", "%%{")
+	return string(hclwrite.TokensForValue(cty.StringVal(s)).Bytes())
 }
 
 func hints(xs []int) string {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/glmctl/glmctl/pkg/config"
 )
 
 // handled are the supervisord program keys writeProgram converts or
@@ -28,6 +30,9 @@ func writeProgram(w *hclWriter, p, vp *program, vf *vllmFlags, opts Options, not
 		return fmt.Sprintf("line %d", v.Line)
 	}
 	w.open("program " + hstr(p.name))
+	for _, n := range p.notes["name"] {
+		w.note("%s", n)
+	}
 	var dropped []string
 	for _, st := range s.Settings {
 		if !handled[st.Key] {
@@ -77,7 +82,9 @@ func writeProgram(w *hclWriter, p, vp *program, vf *vllmFlags, opts Options, not
 	if len(env) > 0 {
 		w.attr("env", hmap(env))
 	}
-	if p.vllm && vf.tp > 0 {
+	if p.vllm && vf.tp > maxGPUs {
+		w.note("--tensor-parallel-size %d: more GPUs than a box holds; no gpus set: list the GPUs vLLM should use", vf.tp)
+	} else if p.vllm && vf.tp > 0 {
 		gpus := make([]int, vf.tp)
 		for i := range gpus {
 			gpus[i] = i
@@ -120,14 +127,18 @@ func writeProgram(w *hclWriter, p, vp *program, vf *vllmFlags, opts Options, not
 	if v, ok := get("startsecs"); ok {
 		if p.vllm {
 			w.note("startsecs=%s dropped: the health probe below decides when vLLM is ready", v)
-		} else if n, err := strconv.Atoi(v); err == nil {
-			w.attr("start_secs", hstr(fmt.Sprintf("%ds", n)))
+		} else if d, ok := seconds(v, true); ok {
+			w.attr("start_secs", hstr(d))
+		} else {
+			w.note("startsecs=%s not understood: glmctl's default start_secs is used", v)
 		}
 	}
 	if v, ok := get("startretries"); ok {
-		if n, err := strconv.Atoi(v); err == nil {
+		if n, ok := smallInt(v); ok {
 			w.note("startretries=%d: glmctl gives up (FATAL) after %d failed starts within 60 s, with capped backoff", n, max(n, 1))
 			w.attr("start_retries", strconv.Itoa(max(n, 1)))
+		} else {
+			w.note("startretries=%s not understood: glmctl's default start_retries is used", v)
 		}
 	}
 	if p.vllm {
@@ -135,15 +146,22 @@ func writeProgram(w *hclWriter, p, vp *program, vf *vllmFlags, opts Options, not
 		w.attr("start_timeout", hstr(DefaultStartTimeout))
 	}
 	if v, ok := get("stopsignal"); ok {
-		sig := strings.ToUpper(v)
+		sig := strings.ToUpper(strings.TrimSpace(v))
 		if !strings.HasPrefix(sig, "SIG") {
 			sig = "SIG" + sig
 		}
-		w.attr("stop_signal", hstr(sig))
+		if _, known := config.Signal(sig); known {
+			w.attr("stop_signal", hstr(sig))
+		} else {
+			w.note("stopsignal=%s not understood: glmctl's default SIGTERM is used", v)
+			notef("[program:%s] stopsignal=%s not understood: SIGTERM used", p.name, v)
+		}
 	}
 	if v, ok := get("stopwaitsecs"); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			w.attr("stop_timeout", hstr(fmt.Sprintf("%ds", n)))
+		if d, ok := seconds(v, false); ok {
+			w.attr("stop_timeout", hstr(d))
+		} else {
+			w.note("stopwaitsecs=%s not understood: glmctl's default stop_timeout is used", v)
 		}
 	}
 	if p.vllm {
@@ -195,11 +213,36 @@ func writeLog(w *hclWriter, p *program, get func(string) (string, bool), notef f
 		}
 	}
 	if v, ok := get("stdout_logfile_backups"); ok {
-		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+		if n, ok := smallInt(v); ok && n > 0 {
 			w.attr("keep", strconv.Itoa(n))
+		} else if !ok {
+			w.note("stdout_logfile_backups=%s not understood: glmctl's default keep is used", v)
 		}
 	}
 	w.close()
+}
+
+// smallInt reads a whole number from 0 to 2³¹-1, the range of a glmctl
+// config's integers.
+func smallInt(v string) (int, bool) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 || n > 1<<31-1 {
+		return 0, false
+	}
+	return n, true
+}
+
+// maxGPUs bounds the gpus list made from --tensor-parallel-size.
+const maxGPUs = 1024
+
+// seconds turns supervisord's whole seconds into a Go duration ("90s"):
+// zero only when zeroOK, never negative, never past what a duration holds.
+func seconds(v string, zeroOK bool) (string, bool) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 || n == 0 && !zeroOK || n > 1e9 {
+		return "", false
+	}
+	return fmt.Sprintf("%ds", n), true
 }
 
 // supervisorBytes parses supervisord's byte sizes (KB, MB, GB are powers of 1024).
@@ -216,7 +259,7 @@ func supervisorBytes(v string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || n > (1<<50)/mult {
 		return 0, fmt.Errorf("bad size %q", v)
 	}
 	return n * mult, nil
