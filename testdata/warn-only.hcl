@@ -14,6 +14,10 @@ program "ui" {
 }
 
 guard {
-  upstream = "unix:///run/glmctl/vllm.sock"
+  upstream = "http://127.0.0.1:8001"
   program  = "vllm"
+}
+
+metrics {
+  listen = "0.0.0.0:9400"
 }

@@ -85,7 +85,10 @@ type decoder struct {
 	guardBlock   hcl.Range
 	guardProgram hcl.Range
 	guardListen  hcl.Range
-	gpuCount     hcl.Range
+	// guardUpstream and metricsListen are where those attributes are.
+	guardUpstream hcl.Range
+	metricsListen hcl.Range
+	gpuCount      hcl.Range
 }
 
 func (d *decoder) decode(top *section) *Config {
@@ -159,6 +162,7 @@ func (d *decoder) metrics(s *section) *Metrics {
 	m := &Metrics{Listen: DefaultMetricsListen}
 	if s.str("listen", &m.Listen) {
 		checkListen(s, "listen", m.Listen)
+		d.metricsListen = s.body.Attributes["listen"].Expr.Range()
 	}
 	s.str("bearer_token_file", &m.BearerTokenFile)
 	s.finish(nil)
@@ -332,6 +336,7 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 	}
 	s.boolean("allow_remote_upstream", &g.AllowRemoteUpstream)
 	if s.str("upstream", &g.Upstream) {
+		d.guardUpstream = b.Body.Attributes["upstream"].Expr.Range()
 		if msg := checkUpstream(g.Upstream, g.AllowRemoteUpstream); msg != "" {
 			s.c.at(b.Body.Attributes["upstream"].Expr.Range(), "%s", msg)
 		}
@@ -473,14 +478,17 @@ func checkUpstream(up string, allowRemote bool) string {
 	if u.Path != "" && u.Path != "/" {
 		return fmt.Sprintf("upstream %q has a path: write %q; the guard forwards each request's own path", up, u.Scheme+"://"+u.Host)
 	}
-	if allowRemote || isLoopback(u.Hostname()) {
+	if allowRemote || IsLoopback(u.Hostname()) {
 		return ""
 	}
 	return fmt.Sprintf("upstream %q is not on loopback: use a unix socket or 127.0.0.1, or set allow_remote_upstream = true if the network to it is trusted", up)
 }
 
-// isLoopback reports whether host names this machine's loopback interface.
-func isLoopback(host string) bool {
+// IsLoopback reports whether host (a name or an address, IPv6 with or
+// without brackets) names this machine's loopback interface. It is the one
+// loopback check of glmctl.
+func IsLoopback(host string) bool {
+	host = strings.Trim(host, "[]")
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

@@ -143,7 +143,9 @@ func TestWarnings(t *testing.T) {
 	want := `warn-only.hcl:8:17: program "ui" waits for "vllm", which has no health block: it counts as ready 1s after it starts, loaded or not; add a health block to "vllm"
 warn-only.hcl:9:3: health timeout 5s is not shorter than interval 5s: make timeout shorter so probes do not overlap
 warn-only.hcl:16:1: no audit block: requests through the guard are not recorded; add audit { path = "/var/log/glmctl/audit.log" }
-warn-only.hcl:18:14: guard program "vllm" has no health block: the guard opens 1s after it starts, loaded or not; add a health block to "vllm"`
+warn-only.hcl:17:14: guard upstream "http://127.0.0.1:8001" is a TCP port: any local user can reach the model there, around the guard; run vLLM with --uds in a directory only glmctl and vLLM's user can enter, and write upstream = "unix:///run/glmctl/vllm/vllm.sock"
+warn-only.hcl:18:14: guard program "vllm" has no health block: the guard opens 1s after it starts, loaded or not; add a health block to "vllm"
+warn-only.hcl:22:12: metrics listen "0.0.0.0:9400" is reachable beyond this machine without a bearer token: /metrics names keys and models; listen on 127.0.0.1 or set bearer_token_file`
 	if got := cfg.Warnings.Error(); got != want {
 		t.Errorf("warnings:\n%s\nwant:\n%s", got, want)
 	}

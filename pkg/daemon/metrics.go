@@ -81,7 +81,7 @@ func newMetricsServer(cfg *config.Metrics, reg *prometheus.Registry, logger hclo
 		if len(token) == 0 {
 			return nil, fmt.Errorf("metrics bearer_token_file %s is empty: /metrics would be open to anyone", cfg.BearerTokenFile)
 		}
-	} else if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && !loopbackHost(host) {
+	} else if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && !config.IsLoopback(host) {
 		logger.Warn("metrics listen beyond loopback without bearer_token_file: anyone who can reach it can read /metrics", "listen", cfg.Listen)
 	}
 	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
@@ -114,15 +114,6 @@ func (m *metricsServer) Listen() error {
 	a := ln.Addr()
 	m.addr.Store(&a)
 	return nil
-}
-
-// loopbackHost reports whether host is localhost or a loopback address.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Run serves until ctx is cancelled.

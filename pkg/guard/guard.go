@@ -126,21 +126,13 @@ func parseUpstream(u string, allowRemote bool) (upstream, error) {
 		if pu.Host == "" || (pu.Path != "" && pu.Path != "/") || pu.RawQuery != "" {
 			return upstream{}, fmt.Errorf("guard.upstream %q: give only scheme, host and port (no path)", u)
 		}
-		if !allowRemote && !isLoopback(pu.Hostname()) {
+		if !allowRemote && !config.IsLoopback(pu.Hostname()) {
 			return upstream{}, fmt.Errorf("guard.upstream %q is not a loopback address or unix socket: the model server must not be reachable around the guard (set allow_remote_upstream = true if it really lives elsewhere)", u)
 		}
 		return upstream{scheme: pu.Scheme, host: pu.Host}, nil
 	default:
 		return upstream{}, fmt.Errorf("guard.upstream %q: scheme must be unix, http or https", u)
 	}
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 // New checks cfg, loads the keys and limits files (an invalid file is an
