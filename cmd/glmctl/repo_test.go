@@ -88,6 +88,27 @@ func TestRepoHygiene(t *testing.T) {
 		}
 	})
 
+	t.Run("readme exit codes", func(t *testing.T) {
+		_, sec, ok := strings.Cut(read("README.md"), "## Exit codes\n")
+		if !ok {
+			t.Fatal(`README has no "Exit codes" section`)
+		}
+		sec, _, _ = strings.Cut(sec, "\n## ")
+		for _, c := range newApp().Commands {
+			if c.Hidden {
+				continue
+			}
+			if !regexp.MustCompile("(?m)^\\| `[^`]*\\b" + regexp.QuoteMeta(c.Name) + "\\b").MatchString(sec) {
+				t.Errorf("README's Exit codes table has no row for %q", c.Name)
+			}
+		}
+		for _, want := range []string{"2 on a usage error", "did you mean", "--allow-skip", "--socket PATH"} {
+			if !strings.Contains(sec, want) {
+				t.Errorf("README's Exit codes section does not mention %q", want)
+			}
+		}
+	})
+
 	t.Run("readme first command", func(t *testing.T) {
 		readme := read("README.md")
 		_, sec, ok := strings.Cut(readme, "## Two commands\n")
