@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"os"
@@ -76,7 +75,6 @@ type Guard struct {
 	ready      func(string) bool
 	store      Store
 	up         upstream
-	proxy      *httputil.ReverseProxy
 	// transport is the proxy's connection pool to the upstream.
 	transport *http.Transport
 	m         *metrics
@@ -196,7 +194,7 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 		g.noteLoad(ll, len(lim.PerKey))
 	}
 	g.reload.Unlock()
-	g.proxy = g.newProxy(s.maxConns)
+	g.transport = g.newTransport(s.maxConns)
 	g.handler = http.HandlerFunc(g.serve)
 	return g, nil
 }

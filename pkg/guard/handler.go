@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -66,13 +65,6 @@ type exchange struct {
 	completionTokens int64
 	upstreamDone     bool // the upstream body was read to its end
 	upstreamStatus   int
-}
-
-type ctxKey struct{}
-
-func exchangeFrom(ctx context.Context) *exchange {
-	x, _ := ctx.Value(ctxKey{}).(*exchange)
-	return x
 }
 
 // recorder wraps the client's ResponseWriter to learn the status, bytes and
@@ -325,22 +317,12 @@ func (g *Guard) recordReceived(x *exchange, w *recorder, r *http.Request) bool {
 	return false
 }
 
-// forward hands an admitted request to the reverse proxy.
+// forward hands an admitted, audited request to the proxy.
 func (g *Guard) forward(w *recorder, r *http.Request, x *exchange) {
 	x.keepResp = g.auditLevel == audit.LevelRequestResponse
-	out := r.WithContext(context.WithValue(r.Context(), ctxKey{}, x))
-	if x.body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(x.body))
-		out.ContentLength = int64(len(x.body))
-		out.Header.Set("Content-Length", strconv.Itoa(len(x.body)))
-	} else {
-		out.Body, out.ContentLength = http.NoBody, 0
-		out.Header.Del("Content-Length")
-	}
-	out.TransferEncoding = nil
 	g.m.inFlight.Inc()
 	defer g.m.inFlight.Dec()
-	g.proxy.ServeHTTP(w, out)
+	g.proxy(w, r, x)
 }
 
 // hasBody reports whether the client announced a request body.

@@ -8,93 +8,65 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 )
 
-// newProxy builds the reverse proxy to the upstream: a pooled transport sized
-// for hundreds of concurrent requests, every stream chunk flushed as it
-// arrives, usage read on the way back.
-func (g *Guard) newProxy(maxConns int) *httputil.ReverseProxy {
+// newTransport builds the connection pool to the upstream: sized for
+// hundreds of concurrent requests, capped at maxConns connections (they
+// count against the descriptor budget like client connections), 4 KiB
+// buffers (a stream holds them for its whole life).
+func (g *Guard) newTransport(maxConns int) *http.Transport {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	idle := min(1024, maxConns)
 	tr := &http.Transport{
-		Proxy:               nil, // never via an environment proxy
-		DialContext:         dialer.DialContext,
-		MaxIdleConns:        idle,
-		MaxIdleConnsPerHost: idle, // Go's default of 2 would redial under load
-		// Upstream connections count against the descriptor budget too:
-		// never more than client connections allowed.
+		Proxy:                 nil, // never via an environment proxy
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          idle,
+		MaxIdleConnsPerHost:   idle, // Go's default of 2 would redial under load
 		MaxConnsPerHost:       maxConns,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass bodies through as they are
-		WriteBufferSize:       8 << 10,
-		ReadBufferSize:        8 << 10,
+		WriteBufferSize:       4 << 10,
+		ReadBufferSize:        4 << 10,
 	}
-	g.transport = tr
 	if g.up.socket != "" {
 		sock := g.up.socket
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", sock)
 		}
 	}
-	return &httputil.ReverseProxy{
-		Rewrite:   g.rewrite,
-		Transport: tr,
-		// 0 here, and ReverseProxy itself switches to -1 (flush every write,
-		// headers at once) for text/event-stream and for bodies of unknown
-		// length: streams go out chunk by chunk while a JSON answer of known
-		// length leaves in one write(2) instead of a header flush from a
-		// timer goroutine plus a body flush.
-		FlushInterval:  0,
-		ErrorHandler:   g.proxyError,
-		ModifyResponse: g.modifyResponse,
-		BufferPool:     newBufferPool(8 << 10),
-		// Copy errors of abandoned streams are routine: debug level.
-		ErrorLog: g.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
-	}
+	return tr
 }
 
-// rewrite sends the request to the upstream on exactly the path the guard
-// checked, without the client's credentials.
-func (g *Guard) rewrite(pr *httputil.ProxyRequest) {
-	x := exchangeFrom(pr.In.Context())
-	u := pr.Out.URL
-	u.Scheme, u.Host, u.Path, u.RawPath = g.up.scheme, g.up.host, x.path, ""
-	u.User = nil
-	pr.Out.Host = g.up.host
-	h := pr.Out.Header
-	for _, name := range credentialHeaders {
-		h.Del(name)
-	}
-	if ip, err := netip.ParseAddr(hostOf(pr.In.RemoteAddr)); err != nil || !x.s.isTrusted(ip) {
-		h.Del("X-Real-Ip")
-	}
-	h.Set("X-Request-Id", x.id)
-	if x.body != nil {
-		// A body the transport knows to be in memory goes out with the
-		// headers in one write(2) (ReverseProxy's own wrapper makes it flush
-		// the headers first), and GetBody lets the transport resend it when
-		// the upstream closed an idle connection just as it was reused.
-		b := x.body
-		pr.Out.Body = io.NopCloser(bytes.NewReader(b))
-		pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-		pr.Out.ContentLength = int64(len(b))
-	}
-}
+// hopHeaders are the hop-by-hop headers (RFC 9110 §7.6.1) a proxy never
+// passes on, in either direction.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // credentialHeaders are the request headers that can carry a credential;
 // none reaches the upstream.
 var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie", "Api-Key", "X-Api-Key",
 	"X-Auth-Token", "X-Goog-Api-Key", "Openai-Api-Key"}
+
+// dropRequestHeaders are every request header the upstream never gets: hop
+// by hop, credentials, and forwarding headers (the client's word about
+// itself, which the guard does not pass on).
+var dropRequestHeaders = func() map[string]bool {
+	m := map[string]bool{"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true,
+		"X-Forwarded-Proto": true, "X-Request-Id": true, "Content-Length": true, "Host": true}
+	for _, h := range append(slices.Clone(hopHeaders), credentialHeaders...) {
+		m[h] = true
+	}
+	return m
+}()
 
 // hostOf returns the host part of a host:port address.
 func hostOf(addr string) string {
@@ -104,53 +76,180 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// proxyError answers 502 when the upstream cannot be reached; a client that
-// went away gets nothing.
-func (g *Guard) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	x := exchangeFrom(r.Context())
-	if r.Context().Err() != nil {
-		x.errMsg = "client_closed"
-		return
+// outbound builds the request to the upstream: exactly the path the guard
+// checked, the query as sent, the body the guard read (or none), and the
+// client's headers less everything in dropRequestHeaders, the headers
+// named in its Connection header, and X-Real-IP unless from a trusted
+// proxy.
+func (g *Guard) outbound(r *http.Request, x *exchange) *http.Request {
+	h := make(http.Header, len(r.Header)+1)
+	var named []string
+	for _, c := range r.Header["Connection"] {
+		for f := range strings.SplitSeq(c, ",") {
+			named = append(named, http.CanonicalHeaderKey(strings.TrimSpace(f)))
+		}
 	}
-	g.log.Warn("upstream unreachable", "request_id", x.id, "error", err)
-	x.errMsg = codeUpstream
-	w.Header().Set("Retry-After", "1")
-	writeError(w, http.StatusBadGateway, typeServer, codeUpstream, "The model server cannot be reached; try again shortly.")
+	for k, vv := range r.Header {
+		if dropRequestHeaders[k] || slices.Contains(named, k) {
+			continue
+		}
+		if k == "X-Real-Ip" {
+			if ip, err := netip.ParseAddr(hostOf(r.RemoteAddr)); err != nil || !x.s.isTrusted(ip) {
+				continue
+			}
+		}
+		h[k] = vv
+	}
+	h["X-Request-Id"] = []string{x.id}
+	out := &http.Request{
+		Method:     r.Method,
+		URL:        &url.URL{Scheme: g.up.scheme, Host: g.up.host, Path: x.path, RawQuery: r.URL.RawQuery},
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Host:       g.up.host,
+		Body:       http.NoBody,
+	}
+	if b := x.body; b != nil {
+		// A body the transport knows to be in memory goes out with the
+		// headers in one write(2), and GetBody lets the transport resend it
+		// when the upstream closed an idle connection as it was reused.
+		out.Body = io.NopCloser(bytes.NewReader(b))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		out.ContentLength = int64(len(b))
+	}
+	return out.WithContext(r.Context())
 }
 
-// modifyResponse wraps the upstream body to read usage (and hide the usage
-// chunk the guard asked for on the client's behalf).
-func (g *Guard) modifyResponse(resp *http.Response) error {
-	x := exchangeFrom(resp.Request.Context())
+// proxy sends an admitted request upstream and its answer back: headers
+// filtered, a stream event by event (flushed as each read from upstream
+// completes), a JSON answer read for its usage on the way.
+func (g *Guard) proxy(w *recorder, r *http.Request, x *exchange) {
+	resp, err := g.transport.RoundTrip(g.outbound(r, x))
+	if err != nil {
+		if r.Context().Err() != nil {
+			x.errMsg = "client_closed"
+			return
+		}
+		g.log.Warn("upstream unreachable", "request_id", x.id, "error", err)
+		x.errMsg = codeUpstream
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusBadGateway, typeServer, codeUpstream, "The model server cannot be reached; try again shortly.")
+		return
+	}
+	defer resp.Body.Close()
 	x.upstreamStatus = resp.StatusCode
-	h := resp.Header
-	h.Del("X-Request-Id")
-	for k := range h {
-		if strings.HasPrefix(strings.ToLower(k), "x-ratelimit-") {
-			h.Del(k)
-		}
+	copyResponseHeaders(w.Header(), resp.Header)
+	ct := resp.Header.Get("Content-Type")
+	stream := resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "text/event-stream")
+	if stream {
+		w.Header().Del("Content-Length")
+	} else if resp.ContentLength >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	}
-	ct := h.Get("Content-Type")
+	w.WriteHeader(resp.StatusCode)
 	switch {
-	case x.rt.response == respPass:
-		resp.Body = &usageReader{src: resp.Body, x: x, skip: true}
-	case resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "text/event-stream"):
-		resp.Body = &sseFilter{src: resp.Body, x: x}
-		h.Del("Content-Length")
-		resp.ContentLength = -1
-	case resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "application/json"):
-		u := &usageReader{src: resp.Body, x: x}
-		if n := resp.ContentLength; n > 0 && n <= maxUsageBody {
-			u.buf = make([]byte, 0, n)
-		}
-		if x.rt.response == respModels {
-			u.models = g.m.learnModels
-		}
-		resp.Body = u
+	case stream && x.rt.response != respPass:
+		f := &sseFilter{src: resp.Body, x: x}
+		g.copyStream(w, f, x)
 	default:
-		resp.Body = &usageReader{src: resp.Body, x: x, skip: true}
+		u := &usageReader{src: resp.Body, x: x, skip: true}
+		if resp.StatusCode == http.StatusOK && strings.HasPrefix(ct, "application/json") && x.rt.response != respPass {
+			u.skip = false
+			if n := resp.ContentLength; n > 0 && n <= maxUsageBody {
+				u.buf = make([]byte, 0, n)
+			}
+			if x.rt.response == respModels {
+				u.models = g.m.learnModels
+			}
+		}
+		g.copyBody(w, u, x)
 	}
-	return nil
+}
+
+// copyResponseHeaders copies the upstream's answer headers, less hop-by-hop
+// ones, the upstream's own request id and rate-limit headers (the guard's
+// are the ones in force).
+func copyResponseHeaders(dst, src http.Header) {
+	var named []string
+	for _, c := range src["Connection"] {
+		for f := range strings.SplitSeq(c, ",") {
+			named = append(named, http.CanonicalHeaderKey(strings.TrimSpace(f)))
+		}
+	}
+	for k, vv := range src {
+		if slices.Contains(hopHeaders, k) || slices.Contains(named, k) || k == "X-Request-Id" ||
+			strings.HasPrefix(k, "X-Ratelimit-") || k == "Content-Length" {
+			continue
+		}
+		dst[k] = vv
+	}
+}
+
+// copyBuffers recycles the copy buffers of non-stream answers.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
+
+// copyBody passes a non-stream answer through. An upstream that fails
+// mid-body aborts the client's connection (its headers are gone, and a
+// cut body must not look complete).
+func (g *Guard) copyBody(w *recorder, src io.Reader, x *exchange) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				x.errMsg = "client_closed"
+				return
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return
+		case rerr != nil:
+			if x.errMsg == "" {
+				x.errMsg = "incomplete"
+			}
+			g.log.Debug("upstream answer cut", "request_id", x.id, "error", rerr)
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// streamCutEvent ends a stream the upstream cut: an SSE event in OpenAI's
+// error shape, so SDKs raise a clear error instead of seeing a silent end.
+var streamCutEvent = []byte(`data: {"error":{"message":"The model server ended the stream early; the answer is incomplete.","type":"server_error","param":null,"code":"upstream_incomplete"}}` + "\n\n")
+
+// copyStream passes an event stream through, flushing after every read
+// from the upstream.
+func (g *Guard) copyStream(w *recorder, f *sseFilter, x *exchange) {
+	flush := http.NewResponseController(w.ResponseWriter)
+	_ = flush.Flush() // the headers now: the client sees the stream open
+	for {
+		out, rerr := f.next()
+		if len(out) > 0 {
+			if _, werr := w.Write(out); werr != nil {
+				x.errMsg = "client_closed"
+				return
+			}
+			if werr := flush.Flush(); werr != nil {
+				x.errMsg = "client_closed"
+				return
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return
+		case rerr != nil:
+			x.errMsg = "incomplete"
+			g.log.Warn("upstream cut a stream", "request_id", x.id, "error", rerr)
+			_, _ = w.Write(streamCutEvent)
+			_ = flush.Flush()
+			return
+		}
+	}
 }
 
 // usageJSON is OpenAI's usage object.
@@ -282,6 +381,35 @@ type sseFilter struct {
 	err    error // from src, returned once in and out are drained
 }
 
+// next reads from the upstream until it has complete events to pass on,
+// and returns them (valid until the next call), or the upstream's error
+// (io.EOF at the end) once everything before it is out.
+func (f *sseFilter) next() ([]byte, error) {
+	for len(f.out) == 0 {
+		if f.err != nil {
+			if len(f.in) > 0 { // a last event without its blank line
+				f.out, f.in = append(f.outBuf[:0], f.in...), f.in[:0]
+				break
+			}
+			if errors.Is(f.err, io.EOF) {
+				f.x.upstreamDone = true
+			}
+			return nil, f.err
+		}
+		if cap(f.in)-len(f.in) < 512 {
+			f.in = slices.Grow(f.in, 2048)
+		}
+		n, err := f.src.Read(f.in[len(f.in):cap(f.in)])
+		f.in = f.in[:len(f.in)+n]
+		f.err = err
+		f.split()
+	}
+	out := f.out
+	f.out = f.out[len(f.out):]
+	f.x.keepBody(out)
+	return out, nil
+}
+
 func (f *sseFilter) Read(p []byte) (int, error) {
 	for len(f.out) == 0 {
 		if f.err != nil {
@@ -371,29 +499,3 @@ func (f *sseFilter) keep(ev []byte) bool {
 }
 
 func (f *sseFilter) Close() error { return f.src.Close() }
-
-// bufferPool recycles the proxy's copy buffers.
-type bufferPool struct {
-	size int
-	pool sync.Pool
-}
-
-func newBufferPool(size int) *bufferPool {
-	return &bufferPool{size: size}
-}
-
-// Get returns a buffer of the pool's size.
-func (b *bufferPool) Get() []byte {
-	if v, ok := b.pool.Get().(*[]byte); ok {
-		return *v
-	}
-	return make([]byte, b.size)
-}
-
-// Put returns a buffer to the pool.
-func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) == b.size {
-		buf = buf[:b.size]
-		b.pool.Put(&buf)
-	}
-}
