@@ -75,12 +75,12 @@ type Guard struct {
 	ready      func(string) bool
 	store      Store
 	up         upstream
-	// transport is the proxy's connection pool to the upstream.
-	transport *http.Transport
-	m         *metrics
-	conns     *connLimiter
-	fdBudget  int
-	handler   http.Handler
+	// upstream is the proxy's connection pool to the model server.
+	upstream *upstreamClient
+	m        *metrics
+	conns    *connLimiter
+	fdBudget int
+	handler  http.Handler
 
 	// snap is the settings in force (see settings.go).
 	snap atomic.Pointer[settings]
@@ -194,7 +194,7 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 		g.noteLoad(ll, len(lim.PerKey))
 	}
 	g.reload.Unlock()
-	g.transport = g.newTransport(s.maxConns)
+	g.upstream = newUpstreamClient(up, s.maxConns)
 	g.handler = http.HandlerFunc(g.serve)
 	return g, nil
 }
@@ -314,7 +314,7 @@ func (g *Guard) Run(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	<-serveDone
-	g.transport.CloseIdleConnections()
+	g.upstream.closeIdle()
 	stopWatch()
 	if werr := <-watchDone; werr != nil {
 		g.log.Warn("file watcher stopped", "error", werr)

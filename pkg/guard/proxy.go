@@ -2,7 +2,6 @@ package guard
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,37 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 )
-
-// newTransport builds the connection pool to the upstream: sized for
-// hundreds of concurrent requests, capped at maxConns connections (they
-// count against the descriptor budget like client connections), 4 KiB
-// buffers (a stream holds them for its whole life).
-func (g *Guard) newTransport(maxConns int) *http.Transport {
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	idle := min(1024, maxConns)
-	tr := &http.Transport{
-		Proxy:                 nil, // never via an environment proxy
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          idle,
-		MaxIdleConnsPerHost:   idle, // Go's default of 2 would redial under load
-		MaxConnsPerHost:       maxConns,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass bodies through as they are
-		WriteBufferSize:       4 << 10,
-		ReadBufferSize:        4 << 10,
-	}
-	if g.up.socket != "" {
-		sock := g.up.socket
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", sock)
-		}
-	}
-	return tr
-}
 
 // hopHeaders are the hop-by-hop headers (RFC 9110 §7.6.1) a proxy never
 // passes on, in either direction.
@@ -77,8 +46,7 @@ func hostOf(addr string) string {
 }
 
 // outbound builds the request to the upstream: exactly the path the guard
-// checked, the query as sent, the body the guard read (or none), and the
-// client's headers less everything in dropRequestHeaders, the headers
+// checked, the query as sent, and the client's headers less everything in dropRequestHeaders, the headers
 // named in its Connection header, and X-Real-IP unless from a trusted
 // proxy.
 func (g *Guard) outbound(r *http.Request, x *exchange) *http.Request {
@@ -101,32 +69,18 @@ func (g *Guard) outbound(r *http.Request, x *exchange) *http.Request {
 		h[k] = vv
 	}
 	h["X-Request-Id"] = []string{x.id}
-	out := &http.Request{
-		Method:     r.Method,
-		URL:        &url.URL{Scheme: g.up.scheme, Host: g.up.host, Path: x.path, RawQuery: r.URL.RawQuery},
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     h,
-		Host:       g.up.host,
-		Body:       http.NoBody,
+	return &http.Request{
+		Method: r.Method,
+		URL:    &url.URL{Path: x.path, RawQuery: r.URL.RawQuery},
+		Header: h,
 	}
-	if b := x.body; b != nil {
-		// A body the transport knows to be in memory goes out with the
-		// headers in one write(2), and GetBody lets the transport resend it
-		// when the upstream closed an idle connection as it was reused.
-		out.Body = io.NopCloser(bytes.NewReader(b))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-		out.ContentLength = int64(len(b))
-	}
-	return out.WithContext(r.Context())
 }
 
 // proxy sends an admitted request upstream and its answer back: headers
 // filtered, a stream event by event (flushed as each read from upstream
 // completes), a JSON answer read for its usage on the way.
 func (g *Guard) proxy(w *recorder, r *http.Request, x *exchange) {
-	resp, err := g.transport.RoundTrip(g.outbound(r, x))
+	resp, err := g.upstream.do(r.Context(), g.outbound(r, x), x.body)
 	if err != nil {
 		if r.Context().Err() != nil {
 			x.errMsg = "client_closed"
