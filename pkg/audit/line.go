@@ -67,16 +67,10 @@ func (h hasher) field(s string) string {
 // encodeBody marshals r without its chain fields: the result ends just
 // before `"prev":`, ready for appendLine.
 func encodeBody(r *Record) ([]byte, error) {
-	c := *r
-	c.Prev, c.Hash = "", ""
-	b, err := json.Marshal(&c)
-	if err != nil {
-		return nil, fmt.Errorf("encode audit record: %w", err)
+	if y := r.Time.Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("encode audit record: time %v out of range", r.Time)
 	}
-	if !bytes.HasSuffix(b, []byte(prevTail)) {
-		return nil, fmt.Errorf("encode audit record: unexpected layout")
-	}
-	return b[:len(b)-len(prevTail)], nil
+	return appendRecordBody(make([]byte, 0, 256+len(r.RequestBody)+len(r.ResponseBody)), r), nil
 }
 
 // appendLine appends the full line (newline included) for body chained to

@@ -70,6 +70,16 @@ func TestHelperLoadProcess(t *testing.T) {
 // compares with nginx's worker CPU per request. Load: 64 concurrent
 // connections from a separate process.
 func BenchmarkGuardProcess(b *testing.B) {
+	b.Run("audit=off", func(b *testing.B) { benchGuardProcess(b, discardAudit{}) })
+	b.Run("audit=file", func(b *testing.B) {
+		w, _ := openAuditFile(b)
+		benchGuardProcess(b, w)
+	})
+}
+
+// benchGuardProcess measures the guard's own CPU per request, the load and
+// the upstream running in a helper process.
+func benchGuardProcess(b *testing.B, auditor Auditor) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLoadProcess$", "-test.v=false")
 	cmd.Env = append(os.Environ(), "GUARD_HELPER=1")
 	stdin, err := cmd.StdinPipe()
@@ -95,7 +105,7 @@ func BenchmarkGuardProcess(b *testing.B) {
 		return ""
 	}
 	upURL := line("ADDR")
-	h := newHarness(b, withAuditor(discardAudit{}), withLimits(`{"rate_limits": {"default": {"rpm": 1000000000, "tpm": 1000000000, "concurrency": 100000}}}`),
+	h := newHarness(b, withAuditor(auditor), withLimits(`{"rate_limits": {"default": {"rpm": 1000000000, "tpm": 1000000000, "concurrency": 100000}}}`),
 		func(cfg *config.Guard, _ *harness) { cfg.Upstream = upURL })
 	// Warm the connection pools, then measure b.N requests.
 	fmt.Fprintf(stdin, "%s %s %d %d\n", h.url, keyUser2, 2000, 64)

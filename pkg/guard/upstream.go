@@ -1,0 +1,247 @@
+package guard
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// upstreamClient is the guard's HTTP/1.1 client to the model server. It
+// keeps a pool of connections and uses each from the request's own
+// goroutine: the request is written and the answer read (with net/http's
+// own response parser and body framing) where the handler runs, instead of
+// net/http.Transport's two extra goroutines per connection and the channel
+// hand-offs between them, which were a fifth of the guard's CPU per
+// request (docs/BENCHMARKS.md). A client that goes away cancels its
+// upstream request at once (the connection's deadline is set in the past).
+type upstreamClient struct {
+	dial    func(ctx context.Context) (net.Conn, error)
+	host    string
+	maxIdle int
+	idleFor time.Duration
+
+	slots chan struct{} // one per open connection, idle or busy: at most maxConns
+
+	mu   sync.Mutex
+	idle []*upConn // most recently used last
+}
+
+// upConn is one kept-alive connection to the upstream.
+type upConn struct {
+	c         net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+	reused    bool
+}
+
+const upstreamBuffer = 4 << 10
+
+func newUpstreamClient(up upstream, maxConns int) *upstreamClient {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	network, addr := "tcp", up.host
+	if up.socket != "" {
+		network, addr = "unix", up.socket
+	}
+	return &upstreamClient{
+		dial:    func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, network, addr) },
+		host:    up.host,
+		maxIdle: min(1024, maxConns),
+		idleFor: 90 * time.Second,
+		slots:   make(chan struct{}, maxConns),
+	}
+}
+
+// get returns an idle connection, or a new one once a slot is free.
+func (u *upstreamClient) get(ctx context.Context) (*upConn, error) {
+	now := time.Now()
+	u.mu.Lock()
+	for len(u.idle) > 0 {
+		pc := u.idle[len(u.idle)-1]
+		u.idle = u.idle[:len(u.idle)-1]
+		if now.Sub(pc.idleSince) < u.idleFor {
+			u.mu.Unlock()
+			pc.reused = true
+			return pc, nil
+		}
+		u.discard(pc)
+	}
+	u.mu.Unlock()
+	select {
+	case u.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c, err := u.dial(ctx)
+	if err != nil {
+		<-u.slots
+		return nil, err
+	}
+	return &upConn{c: c, br: bufio.NewReaderSize(c, upstreamBuffer), bw: bufio.NewWriterSize(c, upstreamBuffer)}, nil
+}
+
+// put returns a connection whose answer was read to its end to the pool.
+func (u *upstreamClient) put(pc *upConn) {
+	pc.idleSince = time.Now()
+	u.mu.Lock()
+	if len(u.idle) >= u.maxIdle {
+		u.mu.Unlock()
+		u.discard(pc)
+		return
+	}
+	u.idle = append(u.idle, pc)
+	u.mu.Unlock()
+}
+
+// discard closes a connection and frees its slot.
+func (u *upstreamClient) discard(pc *upConn) {
+	_ = pc.c.Close()
+	<-u.slots
+}
+
+// closeIdle closes every idle connection.
+func (u *upstreamClient) closeIdle() {
+	u.mu.Lock()
+	idle := u.idle
+	u.idle = nil
+	u.mu.Unlock()
+	for _, pc := range idle {
+		u.discard(pc)
+	}
+}
+
+// do sends req and returns the answer; its Body must be closed, which hands
+// the connection back (or closes it when the answer was not read to its
+// end). A request that fails on a reused connection before any byte of an
+// answer arrived (the upstream closed it while idle) is sent again once on
+// a new connection: its body is in memory.
+func (u *upstreamClient) do(ctx context.Context, req *http.Request, body []byte) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		pc, err := u.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := u.roundTrip(ctx, pc, req, body)
+		if err == nil {
+			return resp, nil
+		}
+		u.discard(pc)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !pc.reused || attempt > 0 || !staleConn(err) {
+			return nil, err
+		}
+	}
+}
+
+// staleConn reports errors of a kept-alive connection the upstream had
+// closed: nothing of an answer was read.
+func staleConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Request, body []byte) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
+	if err := writeRequest(pc.bw, u.host, req, body); err != nil {
+		stop()
+		return nil, fmt.Errorf("write request: %w", err)
+	}
+	var resp *http.Response
+	var err error
+	for {
+		resp, err = http.ReadResponse(pc.br, req)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("read answer: %w", err)
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		_ = resp.Body.Close() // 1xx: the real answer follows
+	}
+	resp.Body = &upBody{rc: resp.Body, u: u, pc: pc, stop: stop, keep: !resp.Close}
+	return resp, nil
+}
+
+// writeRequest writes the request line, headers and body in one flush.
+func writeRequest(bw *bufio.Writer, host string, req *http.Request, body []byte) error {
+	uri := req.URL.EscapedPath()
+	if req.URL.RawQuery != "" {
+		uri += "?" + req.URL.RawQuery
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(uri)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	// The values come from net/http's request parser (no CR or LF can be
+	// in them) or from the guard itself: written as they are, unsorted.
+	for k, vv := range req.Header {
+		for _, v := range vv {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	if body != nil || req.Method == http.MethodPost {
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.Itoa(len(body)))
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("\r\n")
+	bw.Write(body)
+	return bw.Flush()
+}
+
+// upBody is an answer's body; closing it hands the connection back when the
+// body was read to its end and the upstream keeps the connection alive.
+type upBody struct {
+	rc   io.ReadCloser
+	u    *upstreamClient
+	pc   *upConn
+	stop func() bool
+	keep bool
+	eof  bool
+	done bool
+}
+
+func (b *upBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *upBody) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	if !b.eof {
+		// net/http would read the rest of the body to its end: a stream
+		// may not have one. The connection is not reused anyway.
+		_ = b.pc.c.SetDeadline(time.Unix(1, 0))
+	}
+	_ = b.rc.Close()
+	// stop false: the request's context ended and the deadline was (or is
+	// being) set: the connection cannot be reused.
+	if b.stop() && b.eof && b.keep {
+		b.u.put(b.pc)
+		return nil
+	}
+	b.u.discard(b.pc)
+	return nil
+}
