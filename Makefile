@@ -44,3 +44,10 @@ install: build ## install the binary and the systemd unit (root)
 
 clean:
 	rm -rf $(BIN)
+
+.PHONY: check-deploy
+check-deploy: ## Prometheus rules (promtool check + unit tests) and the Grafana dashboard (needs promtool, jq)
+	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install prometheus (Debian ships it there)"; exit 1; }
+	promtool check rules deploy/prometheus/glmctl-rules.yml
+	promtool test rules deploy/prometheus/glmctl-rules.test.yml
+	deploy/check.sh
