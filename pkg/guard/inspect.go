@@ -87,7 +87,7 @@ func inspect(body []byte, rt *route, lim inspectLimits) (request, error) {
 		return req, refused("The request body is not valid JSON: %s", jsonProblem(json.Unmarshal(body, &v)))
 	}
 	var fields [len(decidedFields)]span
-	err := eachMember(body, func(name string, val span) error {
+	err := eachMember(body, func(name []byte, val span) error {
 		i := decidedIndex(name)
 		if i < 0 {
 			if f := foldsTo(name); f != "" {
@@ -105,7 +105,7 @@ func inspect(body []byte, rt *route, lim inspectLimits) (request, error) {
 		return req, err
 	}
 	val := func(f string) []byte {
-		s := fields[decidedIndex(f)]
+		s := fields[decidedIndex([]byte(f))]
 		if !s.ok() {
 			return nil
 		}
@@ -145,7 +145,7 @@ func inspect(body []byte, rt *route, lim inspectLimits) (request, error) {
 	if req.stream, err = boolField(fieldStream, val(fieldStream)); err != nil || !req.stream {
 		return req, err
 	}
-	opts := fields[decidedIndex(fieldStreamOptions)]
+	opts := fields[decidedIndex([]byte(fieldStreamOptions))]
 	if req.includeUsage, err = includeUsage(body, opts); err != nil {
 		return req, err
 	}
@@ -191,9 +191,9 @@ func completionBudget(rt *route, val func(string) []byte, lim inspectLimits) (in
 // by 4, rounded up (about right for English, generous for CJK text).
 func estimateTokens(n int64) int64 { return (n + 3) / 4 }
 
-func decidedIndex(name string) int {
+func decidedIndex(name []byte) int {
 	for i, f := range decidedFields {
-		if f == name {
+		if f == string(name) {
 			return i
 		}
 	}
@@ -202,12 +202,12 @@ func decidedIndex(name string) int {
 
 // foldsTo returns the decided field that name equals under Unicode case
 // folding without being it, or "".
-func foldsTo(name string) string {
-	if len(name) > 2*len(fieldMaxCompletionTokens) || !utf8.ValidString(name) {
+func foldsTo(name []byte) string {
+	if len(name) > 2*len(fieldMaxCompletionTokens) || !utf8.Valid(name) {
 		return ""
 	}
 	for _, f := range decidedFields {
-		if name != f && strings.EqualFold(name, f) {
+		if string(name) != f && strings.EqualFold(string(name), f) {
 			return f
 		}
 	}
@@ -218,6 +218,9 @@ func foldsTo(name string) string {
 func stringField(name string, raw []byte) (string, error) {
 	if raw == nil || string(raw) == "null" {
 		return "", nil
+	}
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw[1 : len(raw)-1]), nil // no escapes: the bytes are the string
 	}
 	var s string
 	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
@@ -271,9 +274,9 @@ func includeUsage(body []byte, opts span) (bool, error) {
 	}
 	var include bool
 	seen := false
-	err := eachMember(raw, func(name string, v span) error {
+	err := eachMember(raw, func(name []byte, v span) error {
 		switch {
-		case name == "include_usage":
+		case string(name) == "include_usage":
 			if seen {
 				return refused("stream_options gives \"include_usage\" more than once.")
 			}
@@ -281,7 +284,7 @@ func includeUsage(body []byte, opts span) (bool, error) {
 			var err error
 			include, err = boolField("stream_options.include_usage", raw[v.start:v.end])
 			return err
-		case strings.EqualFold(name, "include_usage"):
+		case strings.EqualFold(string(name), "include_usage"):
 			return refused("stream_options names %q, which is not \"include_usage\": write \"include_usage\".", name)
 		}
 		return nil
@@ -310,8 +313,8 @@ func withIncludeUsage(body []byte, opts span) []byte {
 	obj = append(obj, '{')
 	obj = append(obj, tag...)
 	if raw[0] == '{' {
-		_ = eachMemberRaw(raw, func(name string, member []byte) error {
-			if name != "include_usage" {
+		_ = eachMemberRaw(raw, func(name []byte, member []byte) error {
+			if string(name) != "include_usage" {
 				obj = append(obj, ',')
 				obj = append(obj, member...)
 			}
@@ -327,18 +330,19 @@ func withIncludeUsage(body []byte, opts span) []byte {
 
 // eachMember calls fn with the exact (unescaped) name and the value span of
 // every member of the JSON object obj (known to be valid JSON).
-func eachMember(obj []byte, fn func(name string, val span) error) error {
-	return scanObject(obj, func(name string, _ int, val span) error { return fn(name, val) })
+func eachMember(obj []byte, fn func(name []byte, val span) error) error {
+	return scanObject(obj, func(name []byte, _ int, val span) error { return fn(name, val) })
 }
 
 // eachMemberRaw calls fn with each member's name and its raw bytes
 // ("name":value).
-func eachMemberRaw(obj []byte, fn func(name string, member []byte) error) error {
-	return scanObject(obj, func(name string, start int, val span) error { return fn(name, obj[start:val.end]) })
+func eachMemberRaw(obj []byte, fn func(name []byte, member []byte) error) error {
+	return scanObject(obj, func(name []byte, start int, val span) error { return fn(name, obj[start:val.end]) })
 }
 
-// scanObject walks the top-level members of the valid JSON object obj.
-func scanObject(obj []byte, fn func(name string, nameStart int, val span) error) error {
+// scanObject walks the top-level members of the valid JSON object obj; fn
+// gets each name exactly (unescaped; valid only during the call).
+func scanObject(obj []byte, fn func(name []byte, nameStart int, val span) error) error {
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
 		return refused("The request body must be a JSON object.")
@@ -354,14 +358,13 @@ func scanObject(obj []byte, fn func(name string, nameStart int, val span) error)
 		}
 		nameStart := i
 		end := stringEnd(obj, i)
-		name := obj[i+1 : end-1]
-		var n string
-		if bytes.IndexByte(name, '\\') >= 0 {
-			if json.Unmarshal(obj[i:end], &n) != nil {
+		n := obj[i+1 : end-1]
+		if bytes.IndexByte(n, '\\') >= 0 {
+			var u string
+			if json.Unmarshal(obj[i:end], &u) != nil {
 				return refused("The request body has a field name that cannot be decoded.")
 			}
-		} else {
-			n = string(name)
+			n = []byte(u)
 		}
 		i = skipSpace(obj, end)
 		i = skipSpace(obj, i+1) // ':'

@@ -114,7 +114,7 @@ func FuzzInspect(f *testing.F) {
 			t.Fatalf("forwarded body not a JSON object: %q", req.body)
 		}
 		for name := range in {
-			if f := foldsTo(name); f != "" {
+			if f := foldsTo([]byte(name)); f != "" {
 				t.Fatalf("accepted %q beside the decided %q", name, f)
 			}
 		}

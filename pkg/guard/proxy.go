@@ -303,25 +303,56 @@ func (u *usageReader) Read(p []byte) (int, error) {
 
 func (u *usageReader) Close() error { return u.src.Close() }
 
-// findUsage returns the top-level usage object of a JSON response. OpenAI and
-// vLLM write it last, so the last `"usage":` is tried first (decoding only
-// that object); if that fails the whole body is decoded.
+// findUsage returns the top-level usage object of a JSON response, read
+// with exact names like the request (nil: none, or not a valid one).
 func findUsage(body []byte) *usageJSON {
-	const tag = `"usage":`
-	if i := bytes.LastIndex(body, []byte(tag)); i >= 0 {
-		var us usageJSON
-		obj := objectAt(body[i+len(tag):])
-		if obj != nil && json.Unmarshal(obj, &us) == nil && (us.PromptTokens > 0 || us.TotalTokens > 0) {
-			return &us
-		}
-	}
-	var whole struct {
-		Usage *usageJSON `json:"usage"`
-	}
-	if json.Unmarshal(body, &whole) != nil {
+	if !json.Valid(body) {
 		return nil
 	}
-	return whole.Usage
+	var us *usageJSON
+	_ = eachMember(body, func(name []byte, v span) error {
+		if string(name) == "usage" {
+			us = parseUsage(body[v.start:v.end])
+		}
+		return nil
+	})
+	return us
+}
+
+// parseUsage reads a usage object (valid JSON): its integer token counts.
+// Anything else than an object of integers is no usage.
+func parseUsage(obj []byte) *usageJSON {
+	if len(obj) == 0 || obj[0] != '{' {
+		return nil
+	}
+	var u usageJSON
+	err := eachMember(obj, func(name []byte, v span) error {
+		var dst *int64
+		switch string(name) {
+		case "prompt_tokens":
+			dst = &u.PromptTokens
+		case "completion_tokens":
+			dst = &u.CompletionTokens
+		case "total_tokens":
+			dst = &u.TotalTokens
+		default:
+			return nil
+		}
+		raw := obj[v.start:v.end]
+		if string(raw) == "null" {
+			return nil
+		}
+		n, err := strconv.ParseInt(string(raw), 10, 64)
+		if err != nil {
+			return err
+		}
+		*dst = n
+		return nil
+	})
+	if err != nil {
+		return nil
+	}
+	return &u
 }
 
 // sseFilter passes a server-sent event stream through event by event, reads
@@ -441,15 +472,30 @@ func (f *sseFilter) keep(ev []byte) bool {
 			data = append(data, bytes.TrimPrefix(rest, []byte(" "))...)
 		}
 	}
-	var chunk struct {
-		Choices []json.RawMessage `json:"choices"`
-		Usage   *usageJSON        `json:"usage"`
-	}
-	if json.Unmarshal(data, &chunk) != nil || chunk.Usage == nil {
+	if !json.Valid(data) || len(bytes.TrimSpace(data)) == 0 || bytes.TrimSpace(data)[0] != '{' {
 		return true
 	}
-	f.x.setUsage(chunk.Usage)
-	return !(f.x.hideUsage && len(chunk.Choices) == 0)
+	var usage *usageJSON
+	choices := -1 // absent
+	_ = eachMember(data, func(name []byte, v span) error {
+		switch string(name) {
+		case "usage":
+			usage = parseUsage(data[v.start:v.end])
+		case "choices":
+			choices = 0
+			if inner := bytes.TrimSpace(data[v.start:v.end]); len(inner) > 2 && inner[0] == '[' {
+				if len(bytes.TrimSpace(inner[1:len(inner)-1])) > 0 {
+					choices = 1
+				}
+			}
+		}
+		return nil
+	})
+	if usage == nil {
+		return true
+	}
+	f.x.setUsage(usage)
+	return !(f.x.hideUsage && choices <= 0)
 }
 
 func (f *sseFilter) Close() error { return f.src.Close() }
