@@ -336,16 +336,7 @@ func (w *Writer) Write(ctx context.Context, r *Record) error {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
-	c := *r
-	switch w.cfg.Level {
-	case LevelMetadata:
-		c.RequestBody, c.ResponseBody = "", ""
-	case LevelRequest:
-		c.ResponseBody = ""
-	}
-	c.Client = w.h.field(c.Client)
-	c.UserAgent = w.h.field(c.UserAgent)
-	body, err := encodeBody(&c)
+	body, err := w.encode(r)
 	if err != nil {
 		return err
 	}
@@ -370,6 +361,43 @@ func (w *Writer) Write(ctx context.Context, r *Record) error {
 			return ErrClosed
 		}
 	}
+}
+
+// Submit queues r without waiting for it to be written: for records no
+// answer waits on, such as the guard's "completed" record, written after
+// the client has its answer. It blocks only while the writer's queue is
+// full (backpressure, never loss). A record that cannot be written is
+// counted and logged by the writer like any other; r is not updated with
+// its chain fields.
+func (w *Writer) Submit(r *Record) error {
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	body, err := w.encode(r)
+	if err != nil {
+		return err
+	}
+	select {
+	case w.reqs <- &request{body: body}:
+		return nil
+	case <-w.quit:
+		return ErrClosed
+	}
+}
+
+// encode renders r as the writer stores it: bodies the level drops left
+// out, identifying strings keyed when an HMAC key is set.
+func (w *Writer) encode(r *Record) ([]byte, error) {
+	c := *r
+	switch w.cfg.Level {
+	case LevelMetadata:
+		c.RequestBody, c.ResponseBody = "", ""
+	case LevelRequest:
+		c.ResponseBody = ""
+	}
+	c.Client = w.h.field(c.Client)
+	c.UserAgent = w.h.field(c.UserAgent)
+	return encodeBody(&c)
 }
 
 // finish copies the chain fields of a written record into r.
@@ -479,7 +507,9 @@ func (w *Writer) commitBatch(batch []*request) {
 		err = nil
 	}
 	for _, r := range batch {
-		r.done <- err
+		if r.done != nil {
+			r.done <- err
+		}
 	}
 }
 

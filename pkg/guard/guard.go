@@ -32,6 +32,15 @@ type Auditor interface {
 	Write(ctx context.Context, r *audit.Record) error
 }
 
+// Submitter is implemented by an Auditor that can queue a record without
+// waiting for it to be written (audit.Writer). The guard submits its
+// "completed" records that way: the client has its answer already, and the
+// record is written with the next batch; the writer logs and counts what it
+// cannot write.
+type Submitter interface {
+	Submit(r *audit.Record) error
+}
+
 // Leveler is implemented by an Auditor that stores bodies at some levels
 // (audit.Writer): with "request" the guard puts the client's request body in
 // the received record, with "request_response" the response body in the

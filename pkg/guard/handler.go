@@ -569,6 +569,11 @@ func (g *Guard) finish(rw *recorder, r *http.Request, x *exchange) {
 		rec.TTFTMS = float64(rw.firstByte.Sub(x.start).Microseconds()) / 1000
 	}
 	rec.BytesOut = rw.bytes
+	if s, ok := g.audit.(Submitter); ok {
+		// Logged and counted by the writer when it cannot be written.
+		_ = s.Submit(rec)
+		return
+	}
 	if err := g.audit.Write(ctx, rec); err != nil {
 		g.log.Error("audit completed record could not be written", "request_id", x.id, "error", err)
 	}
