@@ -45,6 +45,10 @@ install: build ## install the binary and the systemd unit (root)
 clean:
 	rm -rf $(BIN)
 
+.PHONY: fuzz-smoke
+fuzz-smoke: ## every fuzz target of every package briefly (FUZZTIME=3s each; scripts/fuzz-smoke.sh)
+	GO="$(GO)" scripts/fuzz-smoke.sh
+
 .PHONY: check-deploy
 check-deploy: ## Prometheus rules (promtool check + unit tests) and the Grafana dashboard (needs promtool, jq)
 	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install prometheus (Debian ships it there)"; exit 1; }

@@ -36,9 +36,28 @@ func readHead(path string) (*head, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read audit head: %w", err)
 	}
-	var h head
-	if err := json.Unmarshal(b, &h); err != nil {
+	// Hash and offset are what the checks need. File and time are only
+	// shown, so a damaged one must not make the whole head unreadable: a
+	// verify would then skip the check for a cut tail.
+	var need struct {
+		Offset int64  `json:"offset"`
+		Hash   string `json:"hash"`
+	}
+	if err := json.Unmarshal(b, &need); err != nil {
 		return nil, fmt.Errorf("read audit head %s: %w", path+headSuffix, err)
+	}
+	h := head{Offset: need.Offset, Hash: need.Hash}
+	var shown struct {
+		File string `json:"file"`
+	}
+	if json.Unmarshal(b, &shown) == nil {
+		h.File = shown.File
+	}
+	var at struct {
+		Time time.Time `json:"time"`
+	}
+	if json.Unmarshal(b, &at) == nil {
+		h.Time = at.Time
 	}
 	if h.Hash != "" && !validHash(h.Hash) {
 		return nil, fmt.Errorf("read audit head %s: malformed hash", path+headSuffix)

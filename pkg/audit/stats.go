@@ -56,6 +56,7 @@ type PathStats struct {
 	MaxMS float64 `json:"max_ms"`
 	MinMS float64 `json:"min_ms"`
 	sum   float64
+	mean  float64 // running mean: what AvgMS is when sum overflows
 	timed int
 }
 
@@ -175,6 +176,7 @@ func (s *StatsReport) add(r *Record) {
 	if r.LatencyMS > 0 {
 		p.timed++
 		p.sum += r.LatencyMS
+		p.mean += (r.LatencyMS - p.mean) / float64(p.timed)
 		p.MaxMS = max(p.MaxMS, r.LatencyMS)
 		p.MinMS = min(p.MinMS, r.LatencyMS)
 		s.lat = append(s.lat, r.LatencyMS)
@@ -240,7 +242,14 @@ func (s *StatsReport) finish() {
 	}
 	for _, p := range s.Paths {
 		if p.timed > 0 {
+			// A damaged line can hold a latency near the float64 maximum:
+			// the sum would be +Inf, which `audit stats --json` cannot
+			// encode. Rounding must not put the average outside min..max.
 			p.AvgMS = p.sum / float64(p.timed)
+			if math.IsInf(p.AvgMS, 0) {
+				p.AvgMS = p.mean
+			}
+			p.AvgMS = min(max(p.AvgMS, p.MinMS), p.MaxMS)
 		} else {
 			p.MinMS = 0
 		}

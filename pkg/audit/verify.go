@@ -38,6 +38,7 @@ const (
 	KindBreak     = "break"     // a chain break the writer documented, e.g. copytruncate (warning)
 	KindStart     = "start"     // the chain starts in the middle: older files not given (warning)
 	KindUnkeyed   = "unkeyed"   // keyed hashes not checked for want of the HMAC key (warning)
+	KindPlain     = "plain"     // plain SHA-256 records while an HMAC key was given: anyone can rehash them (warning)
 	KindNote      = "note"      // an act the writer recorded (warning)
 )
 
@@ -77,6 +78,11 @@ type verifier struct {
 	warnedKey bool
 	firstPrev string          // prev of the first record
 	wanted    map[string]bool // hashes named by .head files: found?
+
+	// With an HMAC key: the previous record was keyed; a plain record was
+	// warned about.
+	lastKeyed, warnedPlain bool
+
 	// The last recentWindow records: hash -> "file:line".
 	recent     map[string]string
 	recentRing []string
@@ -223,8 +229,18 @@ func (v *verifier) record(name string, n int, p *parsedLine) {
 		if v.plain.sum(p.canonical) != p.hash {
 			v.flushPending()
 			v.problem(Finding{name, n, KindEdited, "record does not match its hash (edited)"})
+		} else if v.opts.HMACKey != nil && v.lastKeyed {
+			// Anyone can compute a plain hash: a keyed chain that goes on
+			// plain is a record rewritten without the key, unless
+			// hmac_key_file was dropped from the configuration.
+			v.flushPending()
+			v.problem(Finding{name, n, KindEdited, "plain SHA-256 hash after HMAC-keyed records: rewritten without the key (or hmac_key_file was removed; check those records without it)"})
+		} else if v.opts.HMACKey != nil && !v.warnedPlain {
+			v.warnedPlain = true
+			v.warn(Finding{name, n, KindPlain, "records hashed without the HMAC key (plain SHA-256): the key does not protect them, anyone could have rewritten them"})
 		}
 	}
+	v.lastKeyed = keyed(p.hash)
 	// Its link.
 	switch {
 	case !v.started:

@@ -68,7 +68,8 @@ func Strip(src []byte) []byte {
 }
 
 // Position converts a byte offset in src into a 1-based line and a 1-based
-// column counted in runes.
+// column counted in runes. An offset inside a multi-byte character gives
+// that character's column.
 func Position(src []byte, offset int64) (line, col int) {
 	if offset > int64(len(src)) {
 		offset = int64(len(src))
@@ -78,8 +79,18 @@ func Position(src []byte, offset int64) (line, col int) {
 	}
 	before := src[:offset]
 	line = bytes.Count(before, []byte{'\n'}) + 1
-	start := bytes.LastIndexByte(before, '\n') + 1
-	col = utf8.RuneCount(before[start:]) + 1
+	col = 1
+	// Count the characters that end at or before offset, decoding from the
+	// line's start in the whole text so a character cut by offset is not
+	// counted as invalid bytes.
+	for i := bytes.LastIndexByte(before, '\n') + 1; i < len(before); {
+		_, size := utf8.DecodeRune(src[i:])
+		if i+size > len(before) {
+			break
+		}
+		i += size
+		col++
+	}
 	return line, col
 }
 

@@ -116,6 +116,9 @@ func Parse(src []byte) (*File, []Warning, error) {
 	var keysMember *jsonc.Member
 	for i := range root {
 		if root[i].Name == "api_keys" {
+			if keysMember != nil {
+				return nil, nil, doc.Errorf(root[i].Offset, `"api_keys" given twice`)
+			}
 			keysMember = &root[i]
 			continue
 		}
@@ -179,6 +182,13 @@ func parseEntry(doc *jsonc.Doc, m jsonc.Member, warn func(int64, string, ...any)
 	if err != nil {
 		return nil, []error{doc.Errorf(m.ValueOffset, "key %q must be a string or an object", m.Name)}
 	}
+	// Known fields are matched by their exact name, once each: encoding/json
+	// would also take "SHA256" or "Previous" (case-insensitively) and the
+	// last of two "disabled", so a field warned about as ignored could
+	// count, and Save, which writes both, could change what the key opens.
+	var errs []error
+	known := map[string]bool{}
+	obj := []byte{'{'}
 	for _, fm := range fields {
 		if !knownEntryFields[fm.Name] {
 			warn(fm.Offset, "key %q: unknown field %q ignored", m.Name, fm.Name)
@@ -186,13 +196,25 @@ func parseEntry(doc *jsonc.Doc, m jsonc.Member, warn func(int64, string, ...any)
 				e.Extra = map[string]json.RawMessage{}
 			}
 			e.Extra[fm.Name] = fm.Value
+			continue
 		}
+		if known[fm.Name] {
+			errs = append(errs, doc.Errorf(fm.Offset, "key %q: field %q given twice", m.Name, fm.Name))
+			continue
+		}
+		known[fm.Name] = true
+		if len(obj) > 1 {
+			obj = append(obj, ',')
+		}
+		obj = append(append(append(obj, mustJSON(fm.Name)...), ':'), fm.Value...)
+	}
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	var ej entryJSON
-	if err := doc.Decode(m, &ej); err != nil {
+	if err := doc.Decode(jsonc.Member{Name: m.Name, Value: append(obj, '}'), ValueOffset: m.ValueOffset}, &ej); err != nil {
 		return nil, []error{err}
 	}
-	var errs []error
 	e.SHA256 = strings.ToLower(ej.SHA256)
 	if !isHash(e.SHA256) {
 		errs = append(errs, doc.Errorf(m.ValueOffset, "key %q: sha256 must be 64 hex digits", m.Name))
