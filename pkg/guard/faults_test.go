@@ -66,3 +66,32 @@ func TestStreamCutEndsWithError(t *testing.T) {
 		t.Fatalf("completed record: status %d error %q", got.Status, got.Error)
 	}
 }
+
+// TestAuditFailureLoggedOnce (issue 15): with the audit log unwritable, a
+// burst of refused requests is one log line (and a summary every 10 s), not
+// one or two lines per request; its end is one more.
+func TestAuditFailureLoggedOnce(t *testing.T) {
+	h := newHarness(t)
+	h.audit.setFail(true)
+	for range 20 {
+		if resp, _ := h.do(t, "GET", "/v1/models", keyUser1, nil); resp.StatusCode != 503 {
+			t.Fatalf("status %d with the audit log failing", resp.StatusCode)
+		}
+	}
+	logs := h.logs.String()
+	if n := strings.Count(logs, "audit log cannot be written"); n != 1 {
+		t.Fatalf("%d failure lines for 20 refused requests, want 1:\n%s", n, logs)
+	}
+	if n := strings.Count(logs, "[ERROR]"); n != 1 {
+		t.Fatalf("%d error lines for 20 refused requests, want 1:\n%s", n, logs)
+	}
+	h.audit.setFail(false)
+	for range 3 {
+		if resp, _ := h.do(t, "GET", "/v1/models", keyUser1, nil); resp.StatusCode != 200 {
+			t.Fatalf("status %d after the audit log came back", resp.StatusCode)
+		}
+	}
+	if n := strings.Count(h.logs.String(), "audit log writable again"); n != 1 {
+		t.Fatalf("%d recovery lines, want 1", n)
+	}
+}

@@ -99,6 +99,10 @@ type Guard struct {
 	ln   net.Listener // bound by Listen
 	addr atomic.Pointer[net.Addr]
 
+	// auditState turns audit failures into one log line per change of
+	// state and a periodic summary, not a line per refused request.
+	auditState auditHealth
+
 	reload     sync.Mutex // serialises reloads; guards files and tlsSums
 	files      map[string]*FileState
 	tlsSums    map[string][sha256.Size]byte

@@ -301,6 +301,7 @@ func (g *Guard) recordReceived(x *exchange, w *recorder, r *http.Request) bool {
 	}
 	err := g.audit.Write(r.Context(), g.record(r, x, audit.StageReceived, 0))
 	if err == nil {
+		g.auditState.ok(g.log)
 		return true
 	}
 	_ = g.store.Cancel(context.WithoutCancel(r.Context()), x.ticket)
@@ -311,7 +312,7 @@ func (g *Guard) recordReceived(x *exchange, w *recorder, r *http.Request) bool {
 		x.errMsg = "client_closed"
 		return false
 	}
-	g.log.Error("audit record could not be written; refusing the request", "request_id", x.id, "error", err)
+	g.auditState.failed(g.log, err, true)
 	w.Header().Set("Retry-After", "1")
 	g.refuse(w, r, x, http.StatusServiceUnavailable, typeServer, codeAuditDown, "audit", "The request cannot be audited right now; try again shortly.")
 	return false
@@ -575,7 +576,7 @@ func (g *Guard) finish(rw *recorder, r *http.Request, x *exchange) {
 		return
 	}
 	if err := g.audit.Write(ctx, rec); err != nil {
-		g.log.Error("audit completed record could not be written", "request_id", x.id, "error", err)
+		g.auditState.failed(g.log, err, false)
 	}
 }
 
