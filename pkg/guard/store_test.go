@@ -9,8 +9,7 @@ import (
 
 type fakeClock struct{ t time.Time }
 
-func (c *fakeClock) now() time.Time      { return c.t }
-func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
+func (c *fakeClock) now() time.Time { return c.t }
 
 func newFake() (*fakeClock, *MemoryStore) {
 	c := &fakeClock{t: time.Unix(1_800_000_000, 0)}

@@ -1,0 +1,168 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisTarget is a parsed limits_store URL: how to make a client for it.
+type redisTarget struct {
+	newClient func() redis.UniversalClient
+	cluster   bool
+	display   string // the URL without its password
+}
+
+// ValidateRedisURL checks a limits_store URL (and its password file) the
+// way NewRedisStore does, without connecting: for config validation.
+func ValidateRedisURL(raw, passwordFile string) error {
+	_, err := parseRedisTarget(raw, passwordFile)
+	return err
+}
+
+// parseRedisTarget reads a limits_store URL, as go-redis does, in one of
+// three forms:
+//
+//	redis://[user:pass@]host:6379/0        one server (rediss:// TLS, unix:///path.sock)
+//	redis://[user:pass@]host:6379?cluster=true&addr=host2:6379   Cluster, seed addresses
+//	redis://sentinel:26379?master_name=mymaster&addr=…&password=…   Sentinel (the URL's own
+//	                                         user:pass are the sentinels'; password= the master's)
+//
+// Every other go-redis query option (dial_timeout, read_timeout,
+// pool_size, …) is accepted. Unset timeouts default to 1 s and dials are
+// not retried: a decision waits for Redis at most about a second.
+func parseRedisTarget(raw, passwordFile string) (*redisTarget, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("limits_store: not a URL (want redis://[user:pass@]host:6379/0)")
+	}
+	t := &redisTarget{display: redactRedisURL(u)}
+	bad := func(err error) (*redisTarget, error) {
+		return nil, fmt.Errorf("limits_store %s: %w", t.display, err)
+	}
+	q := u.Query()
+	if v := q.Get("cluster"); v != "" {
+		if t.cluster, err = strconv.ParseBool(v); err != nil {
+			return bad(fmt.Errorf("cluster=%q: want true or false", v))
+		}
+		q.Del("cluster")
+		u.RawQuery = q.Encode()
+	}
+	var creds func(ctx context.Context) (string, string, error)
+	if passwordFile != "" {
+		if _, err := readPasswordFile(passwordFile); err != nil {
+			return bad(err)
+		}
+	}
+	withFile := func(user string, urlPassword bool) error {
+		if passwordFile == "" {
+			return nil
+		}
+		if urlPassword {
+			return errors.New("the URL carries a password and a password file is set: give one of them")
+		}
+		creds = func(context.Context) (string, string, error) {
+			p, err := readPasswordFile(passwordFile)
+			return user, p, err
+		}
+		return nil
+	}
+	switch {
+	case q.Has("master_name"):
+		if t.cluster {
+			return bad(errors.New("master_name (Sentinel) and cluster=true exclude each other"))
+		}
+		o, err := redis.ParseFailoverURL(u.String())
+		if err != nil {
+			return bad(err)
+		}
+		if err := withFile(o.Username, o.Password != ""); err != nil {
+			return bad(err)
+		}
+		o.CredentialsProviderContext = creds
+		redisDefaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.DialerRetries, &o.MaxRetries, &o.ContextTimeoutEnabled)
+		t.newClient = func() redis.UniversalClient { c := *o; return redis.NewFailoverClient(&c) }
+	case t.cluster || q.Has("addr"):
+		t.cluster = true
+		o, err := redis.ParseClusterURL(u.String())
+		if err != nil {
+			return bad(err)
+		}
+		if err := withFile(o.Username, o.Password != ""); err != nil {
+			return bad(err)
+		}
+		o.CredentialsProviderContext = creds
+		redisDefaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.DialerRetries, &o.MaxRetries, &o.ContextTimeoutEnabled)
+		t.newClient = func() redis.UniversalClient { c := *o; return redis.NewClusterClient(&c) }
+	default:
+		o, err := redis.ParseURL(u.String())
+		if err != nil {
+			return bad(err)
+		}
+		if err := withFile(o.Username, o.Password != ""); err != nil {
+			return bad(err)
+		}
+		o.CredentialsProviderContext = creds
+		redisDefaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.DialerRetries, &o.MaxRetries, &o.ContextTimeoutEnabled)
+		t.newClient = func() redis.UniversalClient { c := *o; return redis.NewClient(&c) }
+	}
+	return t, nil
+}
+
+// redisDefaults fits go-redis's defaults (5 s dial, 3 s read, 5 dial
+// attempts, 3 retries) to a request path: a Redis that does not answer
+// within about a second is unavailable, and the guard says so at once.
+// Settings given in the URL stay.
+func redisDefaults(dial, read, write *time.Duration, dialerRetries, maxRetries *int, ctxTimeout *bool) {
+	if *dial == 0 {
+		*dial = time.Second
+	}
+	if *read == 0 {
+		*read = time.Second
+	}
+	if *write == 0 {
+		*write = time.Second
+	}
+	if *dialerRetries == 0 {
+		*dialerRetries = 1
+	}
+	if *maxRetries == 0 {
+		// One retry on a fresh connection (a stale pooled one after a Redis
+		// restart); safe: a repeated admission only takes more, a repeated
+		// settlement finds its lease gone.
+		*maxRetries = 1
+	}
+	*ctxTimeout = true
+}
+
+func readPasswordFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	p, _, _ := strings.Cut(string(b), "\n")
+	p = strings.TrimSuffix(p, "\r")
+	if p == "" {
+		return "", fmt.Errorf("password file %s: empty first line", path)
+	}
+	return p, nil
+}
+
+// redactRedisURL writes u without its passwords (user info and the
+// Sentinel form's password= option).
+func redactRedisURL(u *url.URL) string {
+	c := *u
+	q := c.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		c.RawQuery = q.Encode()
+	}
+	return c.Redacted()
+}
