@@ -102,7 +102,7 @@ done <"$tmp/exprs"
 # the GPU collector's names, built as "glmctl_gpu_"+name.
 find pkg cmd -name '*.go' ! -name '*_test.go' -print0 |
   xargs -0 grep -ohE '"glmctl_[a-z0-9_]+"' | tr -d '"' >"$tmp/known"
-grep -ohE 'desc\("[a-z0-9_]+"' pkg/gpu/collector.go | sed -E 's/desc\("([a-z0-9_]+)"/glmctl_gpu_\1/' >>"$tmp/known"
+grep -ohE 'desc\("[a-z0-9_]+"' internal/gpu/collector.go | sed -E 's/desc\("([a-z0-9_]+)"/glmctl_gpu_\1/' >>"$tmp/known"
 sort -u -o "$tmp/known" "$tmp/known"
 grep -qx glmctl_guard_requests_total "$tmp/known" && grep -qx glmctl_gpu_xid_errors_total "$tmp/known" ||
   bad "internal: could not find glmctl's metric names in the sources (check.sh needs updating)"

@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/glmctl/glmctl/pkg/control"
+	"github.com/glmctl/glmctl/internal/control"
 )
 
 func TestReorderArgs(t *testing.T) {

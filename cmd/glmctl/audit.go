@@ -12,7 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // auditCommand is `glmctl audit …`: verify, summarise and follow the trail.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // auditFixture writes 20 records (user1 and user2, statuses 200 and 429)

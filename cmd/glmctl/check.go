@@ -14,11 +14,11 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/pkg/guard"
-	"github.com/glmctl/glmctl/pkg/jsonc"
-	"github.com/glmctl/glmctl/pkg/keys"
-	"github.com/glmctl/glmctl/pkg/selfcheck"
+	"github.com/glmctl/glmctl/internal/jsonc"
+	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/internal/selfcheck"
 )
 
 func checkCommand() *cli.Command {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/selfcheck"
+	"github.com/glmctl/glmctl/internal/selfcheck"
 )
 
 func TestCheckOffline(t *testing.T) {

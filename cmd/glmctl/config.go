@@ -10,8 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	examples "github.com/glmctl/glmctl/hcl"
-	"github.com/glmctl/glmctl/pkg/config"
-	"github.com/glmctl/glmctl/pkg/control"
+	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/control"
 )
 
 // configSource says where the config comes from: the embedded demo, -c,

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/control"
+	"github.com/glmctl/glmctl/internal/control"
 )
 
 // glmctlBin is the glmctl binary built once for the end-to-end tests.

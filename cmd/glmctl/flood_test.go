@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // floodConfig runs the vLLM stand-in on a unix socket behind the guard.

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/config"
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 const tutorialDir = "../../testdata/tutorial"
@@ -42,7 +42,7 @@ func TestImportTutorial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The golden file (pkg/migrate's) was made with /srv/glmctl-import as the
+	// The golden file (internal/migrate's) was made with /srv/glmctl-import as the
 	// output directory and the tutorial's limits path.
 	norm := strings.ReplaceAll(string(got), dir, "/srv/glmctl-import")
 	norm = strings.ReplaceAll(norm, filepath.Join(tutorialDir, "rate_limits.json"), "/etc/vllm/rate_limits.json")

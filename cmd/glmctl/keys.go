@@ -11,7 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // keysCommand is `glmctl keys new|list|revoke|rotate|hash`. Every write is a

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 var secretRE = regexp.MustCompile(`^sk-[A-Za-z0-9]{43}$`)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/glmctl/glmctl/pkg/control"
+	"github.com/glmctl/glmctl/internal/control"
 )
 
 // actionCommand is start, stop or restart.

@@ -11,8 +11,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	examples "github.com/glmctl/glmctl/hcl"
-	"github.com/glmctl/glmctl/pkg/config"
-	"github.com/glmctl/glmctl/pkg/control"
+	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/control"
 )
 
 // socketEnv names the environment variable --socket defaults to.

@@ -3,7 +3,7 @@ package main
 import (
 	"errors"
 
-	"github.com/glmctl/glmctl/pkg/stub"
+	"github.com/glmctl/glmctl/internal/stub"
 	"github.com/urfave/cli/v2"
 )
 

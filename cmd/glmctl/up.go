@@ -8,8 +8,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
-	"github.com/glmctl/glmctl/pkg/config"
-	"github.com/glmctl/glmctl/pkg/daemon"
+	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/daemon"
 )
 
 func upCommand() *cli.Command {

@@ -6,7 +6,7 @@ package main
 import (
 	"os"
 
-	"github.com/glmctl/glmctl/pkg/stub"
+	"github.com/glmctl/glmctl/internal/stub"
 )
 
 func main() {

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // Actions of the admin records the guard writes when a reload changes who may

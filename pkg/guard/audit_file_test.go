@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // The real audit writer satisfies the guard's Auditor.

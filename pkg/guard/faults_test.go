@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // cuttingUpstream answers every chat request with a stream of n chunks and

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // exchange is the per-request state that every stage of the request path

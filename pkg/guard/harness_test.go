@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/config"
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // Test keys.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // Regression tests for issue 9: a hostile client can neither hold the

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // TestRevokedKeyAuditedByName: the 401 of a revoked key names the key in the

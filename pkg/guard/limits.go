@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/glmctl/glmctl/pkg/jsonc"
+	"github.com/glmctl/glmctl/internal/jsonc"
 )
 
 // Limits is a parsed limits file (DESIGN.md "Limits file"): a default entry

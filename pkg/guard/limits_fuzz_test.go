@@ -14,7 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/glmctl/glmctl/pkg/guard"
-	"github.com/glmctl/glmctl/pkg/jsonc"
+	"github.com/glmctl/glmctl/internal/jsonc"
 )
 
 // limitsFuzzPos checks that line:col lies inside src.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // Label values of the guard's metrics. Every label is bounded:

@@ -34,6 +34,7 @@ func (s *RedisStore) run() {
 	probe.Stop()
 	armed := false
 	backoff := probeMin
+	var upSince time.Time
 	for {
 		select {
 		case <-s.done:
@@ -46,7 +47,12 @@ func (s *RedisStore) run() {
 		case <-s.kick:
 			switch {
 			case !s.up.Load() && !armed:
-				armed, backoff = true, probeMin
+				// Down again soon after a recovery (a fault the probe does
+				// not see): keep backing off instead of flapping at probeMin.
+				if time.Since(upSince) > probeMax {
+					backoff = probeMin
+				}
+				armed = true
 				probe.Reset(0)
 			case s.up.Load():
 				s.drain(context.Background())
@@ -54,6 +60,7 @@ func (s *RedisStore) run() {
 		case <-probe.C:
 			armed = false
 			if s.probe() {
+				upSince = time.Now()
 				s.renew(context.Background())
 				s.drain(context.Background())
 				continue
@@ -66,12 +73,19 @@ func (s *RedisStore) run() {
 }
 
 // probe tries a fresh client; on success it becomes the store's client and
-// the store is up again.
+// the store is up again. Besides PING it reads a key of the store's, which
+// a server still loading its data, or a cluster without the slot's master,
+// refuses.
 func (s *RedisStore) probe() bool {
 	c := s.target.newClient()
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
+	gs, _ := s.globalKeys()
+	err := c.Ping(ctx).Err()
+	if err == nil {
+		err = c.Exists(ctx, gs).Err()
+	}
+	if err != nil {
 		msg := err.Error()
 		s.lastErr.Store(&msg)
 		_ = c.Close()

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/config"
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // TestRevokedKeyRefusedAfterWrite measures the time from the rename that

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // writeCert writes a self-signed certificate for 127.0.0.1 named cn and

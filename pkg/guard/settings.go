@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/pkg/audit"
-	"github.com/glmctl/glmctl/pkg/config"
-	"github.com/glmctl/glmctl/pkg/jsonc"
-	"github.com/glmctl/glmctl/pkg/keys"
+	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/jsonc"
+	"github.com/glmctl/glmctl/internal/keys"
 )
 
 // settings is one immutable view of everything the request path reads: the

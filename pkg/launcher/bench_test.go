@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // BenchmarkCrashToRestart measures crash-to-restart latency with zero

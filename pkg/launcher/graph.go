@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // normalize copies programs, fills in the defaults a hand-built config may

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // startingPoll caps the probe interval while a program is starting, so that

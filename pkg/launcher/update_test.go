@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/config"
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // TestConcurrentUpdatesAddOnce: two reloads at once (SIGHUP and `glmctl

@@ -1,0 +1,181 @@
+// Package config loads and validates glmctl's HCL configuration (DESIGN.md
+// "Config contract"). Every block is optional; Load fills in the defaults and
+// reports every problem at once, each prefixed with file:line:col.
+package config
+
+import "time"
+
+// DefaultPath is used when neither -c nor GLMCTL_CONFIG names a file.
+const DefaultPath = "/etc/glmctl/glmctl.hcl"
+
+// Config is a fully decoded, defaulted and validated configuration.
+type Config struct {
+	// SHA256 is the hex SHA-256 of the source the config was parsed from.
+	SHA256 string
+	// Path is the file the config was read from ("" for an embedded one).
+	Path string
+
+	Log      Log
+	Control  Control
+	Metrics  *Metrics // nil: no metrics listener
+	GPU      *GPU     // nil: no GPU checks
+	Programs []*Program
+	Guard    *Guard // nil: no guard listener
+	Audit    *Audit // nil: no audit trail
+
+	// Warnings are things that work but are probably not what was meant
+	// (glmctl check prints them); they never stop a config from loading.
+	Warnings Problems
+}
+
+// Log configures glmctl's own log.
+type Log struct {
+	Level  string // trace | debug | info | warn | error (default info)
+	Format string // text | json (default text)
+}
+
+// Control configures the control socket the CLI talks to.
+type Control struct {
+	Socket string // default /run/glmctl/glmctl.sock
+}
+
+// Metrics configures the Prometheus listener.
+type Metrics struct {
+	Listen          string // default 127.0.0.1:9400
+	BearerTokenFile string
+}
+
+// GPU configures the NVML preflight and watch.
+type GPU struct {
+	Required      bool  // default true
+	Count         int   // default 0 = do not check the count
+	MinFreeMemory int64 // bytes, default 0
+	// ReleaseTimeout bounds the wait for a stopped program's PIDs to leave the
+	// GPUs before it is started again (default 2m).
+	ReleaseTimeout time.Duration
+	// RestartOnXID restarts the programs using a GPU when NVML reports a
+	// critical XID event on it (default false: log and count only).
+	RestartOnXID bool
+}
+
+// Restart policies.
+const (
+	RestartAlways    = "always"
+	RestartOnFailure = "on-failure"
+	RestartNever     = "never"
+)
+
+// Program is one supervised process.
+type Program struct {
+	Name         string
+	Command      []string
+	Directory    string
+	User         string
+	Env          map[string]string
+	GPUs         []int
+	Restart      string        // always (default) | on-failure | never
+	StartSecs    time.Duration // default 1s
+	StartRetries int           // default 5
+	StartTimeout time.Duration // default 30m (readiness window when a probe is set)
+	StopSignal   string        // default SIGTERM (names like "SIGTERM" or "TERM")
+	StopTimeout  time.Duration // default 10s
+	Backoff      Backoff
+	Health       *Health // nil: no probe
+	Log          ProgramLog
+	DependsOn    []string
+	Autostart    bool // default true
+}
+
+// Backoff is the restart delay policy.
+type Backoff struct {
+	Initial time.Duration // default 1s
+	Max     time.Duration // default 5m
+}
+
+// Health is a readiness and liveness probe; exactly one of HTTP, TCP, Exec is set.
+type Health struct {
+	HTTP       string
+	UnixSocket string // dial this socket for HTTP probes
+	TCP        string
+	Exec       []string
+	Interval   time.Duration // default 10s
+	Timeout    time.Duration // default 5s
+	Failures   int           // default 3
+}
+
+// ProgramLog is where a program's output goes.
+type ProgramLog struct {
+	Path    string // "" = no file, only glmctl's log and the in-memory tail
+	MaxSize int64  // bytes, default 100MiB
+	Keep    int    // default 10
+}
+
+// Guard configures the authenticating, throttling proxy.
+type Guard struct {
+	Listen              string // default 127.0.0.1:8000
+	Upstream            string // required: unix:///path or http://127.0.0.1:port
+	AllowRemoteUpstream bool
+	Program             string // gate on this program being RUNNING; "" = no gating
+	KeysFile            string
+	LimitsFile          string
+	LimitsStore         string // "" = in-process (the only store so far; anything else is refused)
+	MaxBody             int64  // bytes, default 4MiB
+	DefaultMaxTokens    int    // default 1024
+	// MaxModelLen caps max_tokens (and n × max_tokens) in requests: more is
+	// a 400. Default: the guard program's --max-model-len, else 1,048,576.
+	MaxModelLen    int
+	TrustedProxies []string
+	DrainTimeout   time.Duration // default 30s
+
+	// Connection handling (DESIGN.md "Wire behaviour"; README "Limits and
+	// timeouts").
+	MaxConnections int // open client connections; 0 = default (4096, lowered to fit RLIMIT_NOFILE)
+	// MaxUnauthenticatedPerClient caps the connections one client address
+	// holds before any request on them has authenticated (default 256).
+	MaxUnauthenticatedPerClient int
+	HeaderTimeout               time.Duration // request line + headers (default 10s)
+	BodyTimeout                 time.Duration // whole request body after the headers (default 30s)
+	IdleTimeout                 time.Duration // keep-alive wait for the next request (default 60s)
+	Global                      *GlobalLimits // nil: no global limit
+	TLS                         *TLS
+}
+
+// GlobalLimits apply to all requests together.
+type GlobalLimits struct {
+	RPM         int // 0 = unlimited
+	Concurrency int // 0 = unlimited
+}
+
+// TLS holds certificate files for the guard listener.
+type TLS struct {
+	Cert string
+	Key  string
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	Path        string // default /var/log/glmctl/audit.log
+	OnError     string // reject (default) | continue
+	Fsync       string // always | interval (default) | never
+	Level       string // metadata (default) | request | request_response
+	HMACKeyFile string
+	Rotate      Rotate
+}
+
+// Rotate configures built-in audit log rotation.
+type Rotate struct {
+	MaxSize  int64 // bytes, default 100MiB; 0 = no size rotation
+	Daily    bool  // default false
+	Keep     int   // default 30
+	Compress bool  // default true
+}
+
+// Program returns the program named name, or nil.
+func (c *Config) Program(name string) *Program {
+	for _, p := range c.Programs {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}

@@ -1,0 +1,177 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Problem is one thing wrong with a config file, at the place it was found.
+type Problem struct {
+	Filename string
+	Line     int // 1-based; 0 when the problem has no position
+	Column   int // 1-based, in characters
+	Message  string
+}
+
+// Error formats the problem as "FILE:LINE:COL: message".
+func (p Problem) Error() string {
+	if p.Line == 0 {
+		if p.Filename == "" {
+			return p.Message
+		}
+		return p.Filename + ": " + p.Message
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", p.Filename, p.Line, p.Column, p.Message)
+}
+
+// Problems is every problem found in a config file, in file order. Its Error
+// prints one problem per line. Load and Parse return it (as an error) when the
+// file is invalid; use errors.As to get at the individual problems.
+type Problems []Problem
+
+// Error prints one problem per line.
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// collector gathers problems while a file is decoded.
+type collector struct {
+	filename string
+	list     Problems
+}
+
+// at records a problem at the start of rng.
+func (c *collector) at(rng hcl.Range, format string, args ...any) {
+	c.list = append(c.list, Problem{
+		Filename: c.filename,
+		Line:     rng.Start.Line,
+		Column:   rng.Start.Column,
+		Message:  fmt.Sprintf(format, args...),
+	})
+}
+
+// diags records HCL's own diagnostics (syntax errors, unknown variables,
+// failing function calls) in the same one-line format.
+func (c *collector) diags(ds hcl.Diagnostics) {
+	for _, d := range ds {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		msg := lowerFirst(d.Summary)
+		if d.Detail != "" {
+			msg += ": " + d.Detail
+		}
+		switch d.Summary {
+		case "Invalid single-argument block definition", "Missing newline after argument":
+			msg = "only one attribute fits on a line: put each attribute on a line of its own"
+		}
+		// A function's own error reads better without HCL's wrapping.
+		if _, after, ok := strings.Cut(d.Detail, `" parameter: `); ok && strings.HasPrefix(d.Detail, "Invalid value for \"") {
+			msg = strings.TrimSuffix(after, ".")
+		}
+		p := Problem{Filename: c.filename, Message: msg}
+		if d.Subject != nil {
+			p.Line, p.Column = d.Subject.Start.Line, d.Subject.Start.Column
+		}
+		c.list = append(c.list, p)
+	}
+}
+
+// result returns the problems sorted by position with exact duplicates
+// removed, or nil when there are none.
+func (c *collector) result() error {
+	if len(c.list) == 0 {
+		return nil
+	}
+	sort.SliceStable(c.list, func(i, j int) bool {
+		a, b := c.list[i], c.list[j]
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Column < b.Column
+	})
+	out := c.list[:0:0]
+	for i, p := range c.list {
+		if i > 0 && p == c.list[i-1] {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
+}
+
+// closest returns the candidate nearest to s by edit distance, or "" when
+// none is close enough to be a plausible typo.
+func closest(s string, candidates []string) string {
+	best, bestDist := "", -1
+	for _, c := range candidates {
+		d := editDistance(strings.ToLower(s), strings.ToLower(c))
+		if bestDist < 0 || d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	limit := 2
+	if len(s) >= 8 {
+		limit = 3
+	}
+	if bestDist < 0 || bestDist > limit {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in runes.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
+}
+
+// quoteList renders names as `"a", "b" or "c"`.
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	switch len(q) {
+	case 0:
+		return ""
+	case 1:
+		return q[0]
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
+}
+
+// pos renders a range's start as FILE:LINE:COL for cross references.
+func pos(filename string, rng hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", filename, rng.Start.Line, rng.Start.Column)
+}

@@ -1,0 +1,208 @@
+package config
+
+import (
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// crossCheck validates what spans blocks: dependency targets and cycles,
+// guard.program, and program GPUs against gpu.count.
+func (d *decoder) crossCheck(cfg *Config) {
+	names := make([]string, 0, len(cfg.Programs))
+	for _, p := range cfg.Programs {
+		names = append(names, p.Name)
+	}
+	for _, p := range cfg.Programs {
+		meta := d.progs[p]
+		listed := map[string]bool{}
+		for i, dep := range p.DependsOn {
+			rng := meta.depends[i]
+			switch {
+			case listed[dep]:
+				d.c.at(rng, "depends_on lists %q twice: list each program once", dep)
+			case dep == p.Name:
+				d.c.at(rng, "program %q depends on itself: remove %q from its depends_on", p.Name, dep)
+			case cfg.Program(dep) == nil:
+				if c := closest(dep, names); c != "" && c != p.Name {
+					d.c.at(rng, "program %q depends on %q, which is not defined: did you mean %q?", p.Name, dep, c)
+				} else {
+					d.c.at(rng, "program %q depends on %q, which is not defined: define program %q or remove it from depends_on", p.Name, dep, dep)
+				}
+			}
+			listed[dep] = true
+		}
+		if cfg.GPU != nil && cfg.GPU.Count > 0 && meta.gpusFound {
+			for i, g := range p.GPUs {
+				if g >= cfg.GPU.Count {
+					d.c.at(meta.gpus[i], "gpus index %d is out of range: gpu.count = %d, so indices run from 0 to %d", g, cfg.GPU.Count, cfg.GPU.Count-1)
+				}
+			}
+		}
+	}
+	d.cycles(cfg)
+	d.warnings(cfg)
+	if cfg.Guard != nil && cfg.Metrics != nil && sameListen(cfg.Guard.Listen, cfg.Metrics.Listen) {
+		rng := d.guardListen
+		if rng == (hcl.Range{}) {
+			rng = d.guardBlock
+		}
+		d.c.at(rng, "guard listen %q and metrics listen %q would share a port: give each its own port", cfg.Guard.Listen, cfg.Metrics.Listen)
+	}
+	if g := cfg.Guard; g != nil && g.MaxModelLen == 0 {
+		g.MaxModelLen = DefaultMaxModelLen
+		if p := cfg.Program(g.Program); p != nil {
+			if n := maxModelLenArg(p.Command); n > 0 {
+				g.MaxModelLen = n
+			}
+		}
+	}
+	if g := cfg.Guard; g != nil && g.Program != "" && cfg.Program(g.Program) == nil {
+		if c := closest(g.Program, names); c != "" {
+			d.c.at(d.guardProgram, "guard program %q is not defined: did you mean %q? (write program = \"\" for no gating)", g.Program, c)
+		} else {
+			d.c.at(d.guardProgram, "guard program %q is not defined: name one of the program blocks, or write program = \"\" for no gating", g.Program)
+		}
+	}
+}
+
+// sameListen reports whether two listen addresses would collide.
+// maxModelLenArg returns the value of vLLM's --max-model-len in a command
+// line ("--max-model-len 4096" or "--max-model-len=4096"), or 0.
+func maxModelLenArg(cmd []string) int {
+	for i, a := range cmd {
+		v, ok := strings.CutPrefix(a, "--max-model-len=")
+		if !ok && a == "--max-model-len" && i+1 < len(cmd) {
+			v, ok = cmd[i+1], true
+		}
+		if ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+func sameListen(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wildcard(ha) || wildcard(hb)
+}
+
+// warnings records what loads but is probably not what was meant.
+func (d *decoder) warnings(cfg *Config) {
+	if cfg.Guard != nil && cfg.Audit == nil {
+		d.warn.at(d.guardBlock, "no audit block: requests through the guard are not recorded; add audit { path = %q }", DefaultAuditPath)
+	}
+	for _, p := range cfg.Programs {
+		meta := d.progs[p]
+		if h := p.Health; h != nil && h.Timeout >= h.Interval {
+			d.warn.at(meta.health, "health timeout %s is not shorter than interval %s: make timeout shorter so probes do not overlap", h.Timeout, h.Interval)
+		}
+		for i, dep := range p.DependsOn {
+			if q := cfg.Program(dep); q != nil && q != p && q.Health == nil {
+				d.warn.at(meta.depends[i], "program %q waits for %q, which has no health block: it counts as ready %s after it starts, loaded or not; add a health block to %q", p.Name, dep, q.StartSecs, dep)
+			}
+		}
+	}
+	if g := cfg.Guard; g != nil && (strings.HasPrefix(g.Upstream, "http://") || strings.HasPrefix(g.Upstream, "https://")) {
+		d.warn.at(d.guardUpstream, "guard upstream %q is a TCP port: any local user can reach the model there, around the guard; run vLLM with --uds in a directory only glmctl and vLLM's user can enter, and write upstream = \"unix:///run/glmctl/vllm/vllm.sock\"", g.Upstream)
+	}
+	if m := cfg.Metrics; m != nil && m.BearerTokenFile == "" {
+		if host, _, err := net.SplitHostPort(m.Listen); err == nil && !IsLoopback(host) {
+			d.warn.at(d.metricsListen, "metrics listen %q is reachable beyond this machine without a bearer token: /metrics names keys and models; listen on 127.0.0.1 or set bearer_token_file", m.Listen)
+		}
+	}
+	if g := cfg.Guard; g != nil && g.Program != "" {
+		if q := cfg.Program(g.Program); q != nil && q.Health == nil {
+			d.warn.at(d.guardProgram, "guard program %q has no health block: the guard opens %s after it starts, loaded or not; add a health block to %q", q.Name, q.StartSecs, q.Name)
+		}
+	}
+}
+
+// cycles reports each dependency cycle once, at the depends_on entry of the
+// cycle's first program in file order that closes it.
+func (d *decoder) cycles(cfg *Config) {
+	const (
+		unvisited = iota
+		active
+		done
+	)
+	state := map[string]int{}
+	reported := map[string]bool{}
+	var stack []*Program
+	var visit func(p *Program)
+	visit = func(p *Program) {
+		state[p.Name] = active
+		stack = append(stack, p)
+		for _, dep := range p.DependsOn {
+			q := cfg.Program(dep)
+			if q == nil || q == p {
+				continue // reported by crossCheck
+			}
+			switch state[dep] {
+			case unvisited:
+				visit(q)
+			case active:
+				start := 0
+				for i, s := range stack {
+					if s == q {
+						start = i
+					}
+				}
+				d.reportCycle(stack[start:], reported)
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[p.Name] = done
+	}
+	for _, p := range cfg.Programs {
+		if state[p.Name] == unvisited {
+			visit(p)
+		}
+	}
+}
+
+// reportCycle reports the cycle through path (each depends on the next, the
+// last on the first), rotated to start at the program defined first.
+func (d *decoder) reportCycle(path []*Program, reported map[string]bool) {
+	names := make([]string, len(path))
+	for i, p := range path {
+		names[i] = p.Name
+	}
+	key := append([]string{}, names...)
+	sort.Strings(key)
+	if reported[strings.Join(key, "\x00")] {
+		return
+	}
+	reported[strings.Join(key, "\x00")] = true
+	first := 0
+	for i, p := range path {
+		if d.progs[p].label.Start.Byte < d.progs[path[first]].label.Start.Byte {
+			first = i
+		}
+	}
+	rotated := append(append([]*Program{}, path[first:]...), path[:first]...)
+	chain := make([]string, 0, len(rotated)+1)
+	for _, p := range rotated {
+		chain = append(chain, `"`+p.Name+`"`)
+	}
+	chain = append(chain, `"`+rotated[0].Name+`"`)
+	from, to := rotated[0], rotated[1%len(rotated)]
+	rng := d.progs[from].label
+	for i, dep := range from.DependsOn {
+		if dep == to.Name {
+			rng = d.progs[from].depends[i]
+			break
+		}
+	}
+	d.c.at(rng, "dependency cycle %s: remove one of these depends_on entries", strings.Join(chain, " -> "))
+}
