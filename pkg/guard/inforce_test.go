@@ -63,3 +63,27 @@ func TestMissingKeysFileRecorded(t *testing.T) {
 		t.Fatalf("%d keys.reload_failed records for one disappearance, want 1", n)
 	}
 }
+
+// TestLimitsNamesExact: a limits entry's fields are matched exactly ("RPM"
+// is ignored, as its warning says, not folded into rpm), and a field or
+// section given twice is an error instead of the last one silently winning.
+func TestLimitsNamesExact(t *testing.T) {
+	l, warns, err := ParseLimits([]byte(`{"rate_limits": {"u": {"rpm": 60, "RPM": 0}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.For("u"); got.RPM != 60 {
+		t.Fatalf("rpm = %d: \"RPM\" was folded into rpm", got.RPM)
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], `"RPM"`) {
+		t.Fatalf("warnings %q", warns)
+	}
+	for _, src := range []string{
+		`{"rate_limits": {"u": {"rpm": 60, "rpm": 0}}}`,
+		`{"rate_limits": {"u": {"rpm": 1}}, "rate_limits": {}}`,
+	} {
+		if _, _, err := ParseLimits([]byte(src)); err == nil || !strings.Contains(err.Error(), "twice") {
+			t.Errorf("%s: err = %v, want a \"given twice\" error", src, err)
+		}
+	}
+}

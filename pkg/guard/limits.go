@@ -27,8 +27,6 @@ func (l *Limits) For(name string) Limit {
 	return l.Default
 }
 
-var knownLimitFields = map[string]bool{"rpm": true, "tpm": true, "concurrency": true}
-
 // ParseLimits reads a limits file. Problems that make it unusable are joined
 // in the error, each a *jsonc.Error with line:col; unknown fields come back as
 // warnings ("line:col: message").
@@ -45,6 +43,9 @@ func ParseLimits(src []byte) (*Limits, []string, error) {
 	var section *jsonc.Member
 	for i := range root {
 		if root[i].Name == "rate_limits" {
+			if section != nil {
+				return nil, warns, doc.Errorf(root[i].Offset, `"rate_limits" given twice: keep one`)
+			}
 			section = &root[i]
 			continue
 		}
@@ -71,14 +72,37 @@ func ParseLimits(src []byte) (*Limits, []string, error) {
 			errs = append(errs, err)
 			continue
 		}
+		// Names are matched exactly (encoding/json would fold "RPM" into
+		// rpm while the warning says it is ignored); a repeated one is an
+		// error, not "the last one wins".
+		var lim Limit
+		given := map[string]bool{}
+		bad := false
 		for _, f := range fields {
-			if !knownLimitFields[f.Name] {
-				warn(f.Offset, "limits for %q: unknown field %q ignored", e.Name, f.Name)
+			var dst *int64
+			switch f.Name {
+			case "rpm":
+				dst = &lim.RPM
+			case "tpm":
+				dst = &lim.TPM
+			case "concurrency":
+				dst = &lim.Concurrency
+			default:
+				warn(f.Offset, "limits for %q: unknown field %q ignored (names are case-sensitive: rpm, tpm, concurrency)", e.Name, f.Name)
+				continue
+			}
+			if given[f.Name] {
+				errs = append(errs, doc.Errorf(f.Offset, "limits for %q: %q given twice: keep one", e.Name, f.Name))
+				bad = true
+				continue
+			}
+			given[f.Name] = true
+			if err := doc.Decode(f, dst); err != nil {
+				errs = append(errs, err)
+				bad = true
 			}
 		}
-		var lim Limit
-		if err := doc.Decode(e, &lim); err != nil {
-			errs = append(errs, err)
+		if bad {
 			continue
 		}
 		if lim.RPM < 0 || lim.TPM < 0 || lim.Concurrency < 0 {

@@ -55,7 +55,7 @@ func TestParseLimits(t *testing.T) {
 	}
 	for src, want := range map[string]string{
 		"{\"rate_limits\": {\n\"u\": {\"rpm\": -1}}}":      "2:6",
-		"{\"rate_limits\": {\n\"u\": {\"rpm\": \"ten\"}}}": "2:6",
+		"{\"rate_limits\": {\n\"u\": {\"rpm\": \"ten\"}}}": "2:14", // at the value
 		"{\"rate_limits\": {\"u\": 3}}":                    "must be an object",
 		"{\"limits\": {}}":                                 `missing "rate_limits"`,
 		"{\"rate_limits\": {\n \"u\": {\"rpm\": 1,}}}":     "2:17",
