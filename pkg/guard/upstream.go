@@ -38,7 +38,6 @@ type upstreamClient struct {
 type upConn struct {
 	c         net.Conn
 	br        *bufio.Reader
-	bw        *bufio.Writer
 	idleSince time.Time
 	reused    bool
 }
@@ -85,7 +84,7 @@ func (u *upstreamClient) get(ctx context.Context) (*upConn, error) {
 		<-u.slots
 		return nil, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, upstreamBuffer), bw: bufio.NewWriterSize(c, upstreamBuffer)}, nil
+	return &upConn{c: c, br: bufio.NewReaderSize(c, upstreamBuffer)}, nil
 }
 
 // put returns a connection whose answer was read to its end to the pool.
@@ -152,7 +151,7 @@ func staleConn(err error) bool {
 
 func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Request, body []byte) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
-	if err := writeRequest(pc.bw, u.host, req, body); err != nil {
+	if err := writeRequest(pc.c, u.host, req, body); err != nil {
 		stop()
 		return nil, fmt.Errorf("write request: %w", err)
 	}
@@ -173,8 +172,15 @@ func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Re
 	return resp, nil
 }
 
+// writers recycle the buffers requests are written with: a connection
+// needs one only while it writes, not for the whole life of a stream.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, upstreamBuffer) }}
+
 // writeRequest writes the request line, headers and body in one flush.
-func writeRequest(bw *bufio.Writer, host string, req *http.Request, body []byte) error {
+func writeRequest(c net.Conn, host string, req *http.Request, body []byte) error {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(c)
+	defer func() { bw.Reset(nil); writers.Put(bw) }()
 	uri := req.URL.EscapedPath()
 	if req.URL.RawQuery != "" {
 		uri += "?" + req.URL.RawQuery
