@@ -26,6 +26,7 @@ type redisServer struct {
 	dir     string
 	port    int
 	cluster bool
+	master  *redisServer // set: a Sentinel watching master as "mymaster"
 	extra   []string
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -81,6 +82,24 @@ func startRedisCluster(t testing.TB) *redisServer {
 	return r
 }
 
+// startRedisSentinel starts a Sentinel watching master as "mymaster".
+func startRedisSentinel(t testing.TB, master *redisServer) *redisServer {
+	t.Helper()
+	r := &redisServer{t: t, bin: redisServerBin(t), dir: t.TempDir(), master: master}
+	t.Cleanup(r.stop)
+	var err error
+	for try := 0; try < 5; try++ {
+		if r.port, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		if err = r.start(); err == nil {
+			return r
+		}
+	}
+	t.Fatal(err)
+	return nil
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,6 +115,15 @@ func (r *redisServer) start() error {
 		"--save", "", "--appendonly", "no", "--dir", r.dir,
 		"--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log"),
 	}, r.extra...)
+	if r.master != nil {
+		// Sentinel rewrites its config file: one of its own.
+		conf := filepath.Join(r.dir, "sentinel.conf")
+		if err := os.WriteFile(conf, []byte("sentinel monitor mymaster 127.0.0.1 "+strconv.Itoa(r.master.port)+" 1\n"), 0o600); err != nil {
+			return err
+		}
+		args = []string{conf, "--sentinel", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+			"--dir", r.dir, "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log")}
+	}
 	cmd := exec.Command(r.bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	_ "embed"
 	"encoding/hex"
 	"errors"
@@ -37,6 +38,9 @@ type RedisOptions struct {
 	// again for every new connection, so a rotated password is picked up
 	// without a restart. A URL that carries a password too is refused.
 	PasswordFile string
+	// CAFile holds the PEM certificates that sign the server's (rediss://
+	// only); default: the system's roots.
+	CAFile string
 	// Prefix begins every Redis key name (default "glmctl"); boxes that
 	// share limits use the same one. It may not contain { or }.
 	Prefix string
@@ -102,10 +106,10 @@ var (
 // On Redis Cluster the key part and the global part live in different hash
 // slots: a request under both runs two scripts, the key's first then the
 // global's, and the key's is undone when the global refuses. No limit is
-// ever exceeded; while a request is being undone it may make another request
-// see the global limit one fuller than it is (a refusal, never an
-// over-admission). Without global limits, or off Cluster, a decision is one
-// script.
+// ever exceeded; while a request refused by a global limit is being undone,
+// its key's limits look one request fuller to the key's other requests (a
+// refusal, never an over-admission). Without global limits, or off
+// Cluster, a decision is one script.
 type RedisStore struct {
 	target     *redisTarget
 	prefix     string
@@ -149,7 +153,7 @@ func (discardRedisLog) Printf(context.Context, string, ...any) {}
 // settlements); Close stops it. A Redis that cannot be reached shows in the
 // first decision's error (ErrStoreUnavailable); Ping checks it now.
 func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
-	target, err := parseRedisTarget(opts.URL, opts.PasswordFile)
+	target, err := parseRedisTarget(opts.URL, opts.PasswordFile, opts.CAFile)
 	if err != nil {
 		return nil, err
 	}
@@ -657,9 +661,13 @@ func (s *RedisStore) classify(ctx context.Context, op string, err error) error {
 }
 
 // redisUnavailable tells whether err means "Redis cannot be used now":
-// anything but an error reply, and the replies of a server that is loading,
-// failing over, full or read-only.
+// anything but an error reply or a certificate that does not verify, and
+// the replies of a server that is loading, failing over, full or read-only.
 func redisUnavailable(err error) bool {
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) {
+		return false // reachable, but not the server it claims to be, or a CA is missing
+	}
 	var re redis.Error
 	if !errors.As(err, &re) {
 		return true // network, timeout, pool, closed client

@@ -3,11 +3,20 @@ package guard
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -262,33 +271,56 @@ func TestRedisStoreLeasesOfADeadGuard(t *testing.T) {
 // TestRedisStoreLeaseRenewal on a fake clock: a lease renewed before it
 // ends holds the slot; a store closed with slots held (as if killed) loses
 // them one lease time after its last renewal.
+// Renewal runs pipelined, one script per lease set, on Cluster too, and
+// survives a flushed script cache (a restarted Redis).
 func TestRedisStoreLeaseRenewal(t *testing.T) {
-	srv := startRedis(t)
-	c := newSuiteClock()
-	const lease = 30 * time.Second
-	holder := newTestRedisStore(t, srv, RedisOptions{now: c.now, LeaseTime: lease})
-	other := newTestRedisStore(t, srv, RedisOptions{now: c.now, LeaseTime: lease, Prefix: holder.prefix})
-	ctx := context.Background()
-	a := Ask{Key: "k", Limit: Limit{Concurrency: 1}}
-	suiteAdmit(t, holder, a)
-	c.add(lease * 9 / 10)
-	holder.renew(ctx)
-	c.add(lease * 9 / 10)
-	if d := suiteAdmit(t, other, a); d.Allowed {
-		t.Fatal("a renewed lease ran out")
+	for _, mode := range []string{"server", "cluster"} {
+		t.Run(mode, func(t *testing.T) {
+			var srv *redisServer
+			if mode == "cluster" {
+				srv = startRedisCluster(t)
+			} else {
+				srv = startRedis(t)
+			}
+			c := newSuiteClock()
+			const lease = 30 * time.Second
+			holder := newTestRedisStore(t, srv, RedisOptions{now: c.now, LeaseTime: lease})
+			other := newTestRedisStore(t, srv, RedisOptions{now: c.now, LeaseTime: lease, Prefix: holder.prefix})
+			ctx := context.Background()
+			a := Ask{Key: "k", Limit: Limit{Concurrency: 1}, Global: GlobalLimit{Concurrency: 2}}
+			g := Ask{Key: "g", Global: GlobalLimit{Concurrency: 2}}
+			suiteAdmit(t, holder, a)
+			suiteAdmit(t, holder, g)
+			rc := srv.client()
+			defer rc.Close()
+			if err := rc.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			c.add(lease * 9 / 10)
+			holder.renew(ctx)
+			c.add(lease * 9 / 10)
+			if d := suiteAdmit(t, other, a); d.Allowed {
+				t.Fatal("a renewed lease ran out")
+			}
+			if d := suiteAdmit(t, other, g); d.Allowed {
+				t.Fatal("a renewed global lease ran out")
+			}
+			if err := holder.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			c.add(lease / 20) // 1.85 lease times in, 0.95 after the renewal
+			if d := suiteAdmit(t, other, g); d.Allowed {
+				t.Fatal("the lease ran out before its time")
+			}
+			c.add(lease / 10)
+			if d := suiteAdmit(t, other, a); !d.Allowed {
+				t.Fatalf("the leases of a closed store did not run out: %+v", d)
+			}
+			if d := suiteAdmit(t, other, g); !d.Allowed {
+				t.Fatalf("the global lease of a closed store did not run out: %+v", d)
+			}
+		})
 	}
-	if err := holder.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	c.add(lease / 20) // 1.85 lease times in, 0.95 after the renewal
-	if d := suiteAdmit(t, other, a); d.Allowed {
-		t.Fatal("the lease ran out before its time")
-	}
-	c.add(lease / 10)
-	if d := suiteAdmit(t, other, a); !d.Allowed {
-		t.Fatalf("the lease of a closed store did not run out: %+v", d)
-	}
-	// The dead store's late settlement (had it come) would change nothing.
 }
 
 // TestRedisKeysOfOneAPIKeyShareASlot: every Redis key the store writes for
@@ -412,7 +444,7 @@ func TestParseRedisURL(t *testing.T) {
 		{url: "redis://u:pw@h:6379/x", err: "invalid database"},
 		{url: ":not a url", err: "not a URL"},
 	} {
-		tg, err := parseRedisTarget(tc.url, tc.pwFile)
+		tg, err := parseRedisTarget(tc.url, tc.pwFile, "")
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%s: err %v, want %q", tc.url, err, tc.err)
@@ -461,6 +493,105 @@ func TestRedisStorePasswordFile(t *testing.T) {
 	if err := none.Ping(ctx); err == nil || errors.Is(err, ErrStoreUnavailable) {
 		t.Fatalf("no password: %v", err)
 	}
+}
+
+// TestRedisStoreSentinel: the master found through Sentinel.
+func TestRedisStoreSentinel(t *testing.T) {
+	master := startRedis(t)
+	sentinel := startRedisSentinel(t, master)
+	s := newTestRedisStore(t, master, RedisOptions{URL: "redis://" + sentinel.addr() + "?master_name=mymaster"})
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a := Ask{Key: "k", Limit: Limit{RPM: 1, Concurrency: 1}}
+	if d := suiteAdmit(t, s, a); !d.Allowed {
+		t.Fatal(d)
+	}
+	if d := suiteAdmit(t, s, a); d.Allowed || d.Reason != ReasonRPM {
+		t.Fatalf("second: %+v", d)
+	}
+	st, ls := s.keys("k")
+	rc := master.client()
+	defer rc.Close()
+	n, err := rc.Exists(context.Background(), st, ls).Result()
+	if err != nil || n != 2 {
+		t.Fatalf("the master holds %d of the key's 2 Redis keys (%v)", n, err)
+	}
+}
+
+// TestRedisStoreTLS: rediss:// with the server's CA given as a file; a
+// certificate that does not verify is a configuration error, not
+// "unavailable".
+func TestRedisStoreTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := writeTestCerts(t, dir)
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startRedis(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", cert, "--tls-key-file", key,
+		"--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
+	url := fmt.Sprintf("rediss://127.0.0.1:%d/0", port)
+	ctx := context.Background()
+	s := newTestRedisStore(t, srv, RedisOptions{URL: url, CAFile: ca})
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := suiteAdmit(t, s, Ask{Key: "k", Limit: Limit{RPM: 1}}); !d.Allowed {
+		t.Fatal(d)
+	}
+	untrusted := newTestRedisStore(t, srv, RedisOptions{URL: url})
+	if err := untrusted.Ping(ctx); err == nil || errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("server certificate from an unknown CA: %v, want an error that is not ErrStoreUnavailable", err)
+	}
+	if _, err := NewRedisStore(RedisOptions{URL: "redis://127.0.0.1:1/0", CAFile: ca}); err == nil || !strings.Contains(err.Error(), "rediss://") {
+		t.Fatalf("a CA file without TLS: %v", err)
+	}
+}
+
+// writeTestCerts writes a CA and a server certificate for 127.0.0.1 signed
+// by it; it returns the files' paths.
+func writeTestCerts(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "glmctl test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caTmpl, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "PRIVATE KEY", keyDER)
 }
 
 // TestRedisStorePingUnreachable: glmctl check's question, answered.

@@ -2,6 +2,8 @@ package guard
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -20,10 +22,10 @@ type redisTarget struct {
 	display   string // the URL without its password
 }
 
-// ValidateRedisURL checks a limits_store URL (and its password file) the
-// way NewRedisStore does, without connecting: for config validation.
-func ValidateRedisURL(raw, passwordFile string) error {
-	_, err := parseRedisTarget(raw, passwordFile)
+// ValidateRedisOptions checks the URL, password file and CA file of opts
+// the way NewRedisStore does, without connecting: for config validation.
+func ValidateRedisOptions(opts RedisOptions) error {
+	_, err := parseRedisTarget(opts.URL, opts.PasswordFile, opts.CAFile)
 	return err
 }
 
@@ -38,7 +40,7 @@ func ValidateRedisURL(raw, passwordFile string) error {
 // Every other go-redis query option (dial_timeout, read_timeout,
 // pool_size, …) is accepted. Unset timeouts default to 1 s and dials are
 // not retried: a decision waits for Redis at most about a second.
-func parseRedisTarget(raw, passwordFile string) (*redisTarget, error) {
+func parseRedisTarget(raw, passwordFile, caFile string) (*redisTarget, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, errors.New("limits_store: not a URL (want redis://[user:pass@]host:6379/0)")
@@ -59,6 +61,25 @@ func parseRedisTarget(raw, passwordFile string) (*redisTarget, error) {
 	if passwordFile != "" {
 		if _, err := readPasswordFile(passwordFile); err != nil {
 			return bad(err)
+		}
+	}
+	var roots *x509.CertPool
+	if caFile != "" {
+		if u.Scheme != "rediss" {
+			return bad(errors.New("a CA file is for TLS: write rediss://"))
+		}
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return bad(fmt.Errorf("CA file: %w", err))
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return bad(fmt.Errorf("CA file %s: no PEM certificate in it", caFile))
+		}
+	}
+	withCA := func(c *tls.Config) {
+		if c != nil && roots != nil {
+			c.RootCAs = roots
 		}
 	}
 	withFile := func(user string, urlPassword bool) error {
@@ -87,6 +108,7 @@ func parseRedisTarget(raw, passwordFile string) (*redisTarget, error) {
 			return bad(err)
 		}
 		o.CredentialsProviderContext = creds
+		withCA(o.TLSConfig)
 		redisDefaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.DialerRetries, &o.MaxRetries, &o.ContextTimeoutEnabled)
 		t.newClient = func() redis.UniversalClient { c := *o; return redis.NewFailoverClient(&c) }
 	case t.cluster || q.Has("addr"):
@@ -99,6 +121,7 @@ func parseRedisTarget(raw, passwordFile string) (*redisTarget, error) {
 			return bad(err)
 		}
 		o.CredentialsProviderContext = creds
+		withCA(o.TLSConfig)
 		redisDefaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.DialerRetries, &o.MaxRetries, &o.ContextTimeoutEnabled)
 		t.newClient = func() redis.UniversalClient { c := *o; return redis.NewClusterClient(&c) }
 	default:
@@ -110,6 +133,7 @@ func parseRedisTarget(raw, passwordFile string) (*redisTarget, error) {
 			return bad(err)
 		}
 		o.CredentialsProviderContext = creds
+		withCA(o.TLSConfig)
 		redisDefaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.DialerRetries, &o.MaxRetries, &o.ContextTimeoutEnabled)
 		t.newClient = func() redis.UniversalClient { c := *o; return redis.NewClient(&c) }
 	}
