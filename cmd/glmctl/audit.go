@@ -11,8 +11,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // auditCommand is `glmctl audit …`: verify, summarise and follow the trail.

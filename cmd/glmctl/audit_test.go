@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // auditFixture writes 20 records (user1 and user2, statuses 200 and 429)

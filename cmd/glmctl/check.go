@@ -13,12 +13,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
-	"github.com/glmctl/glmctl/pkg/guard"
 	"github.com/glmctl/glmctl/internal/jsonc"
 	"github.com/glmctl/glmctl/internal/keys"
 	"github.com/glmctl/glmctl/internal/selfcheck"
+	"github.com/glmctl/glmctl/pkg/audit"
+	"github.com/glmctl/glmctl/pkg/guard"
 )
 
 func checkCommand() *cli.Command {

@@ -10,11 +10,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
-	"github.com/glmctl/glmctl/pkg/guard"
 	"github.com/glmctl/glmctl/internal/keys"
 	"github.com/glmctl/glmctl/internal/migrate"
+	"github.com/glmctl/glmctl/pkg/audit"
+	"github.com/glmctl/glmctl/pkg/guard"
 )
 
 // importCommand is `glmctl import supervisor FILE [-o OUT]`.

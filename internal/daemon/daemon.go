@@ -23,10 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/internal/control"
 	"github.com/glmctl/glmctl/internal/gpu"
+	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/pkg/guard"
 	"github.com/glmctl/glmctl/pkg/launcher"
 )

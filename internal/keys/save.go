@@ -1,13 +1,12 @@
 package keys
 
 import (
+	"github.com/glmctl/glmctl/internal/atomicfile"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
-	"syscall"
 )
 
 // Marshal renders f as the keys file, entries in order, one per line,
@@ -97,54 +96,8 @@ func Save(path string, f *File) error {
 
 // writeFile replaces path with data atomically, keeping its mode and owner.
 func writeFile(path string, data []byte) error {
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real
-	}
-	mode := os.FileMode(0o600)
-	uid, gid := -1, -1
-	if st, err := os.Stat(path); err == nil {
-		mode = st.Mode().Perm()
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			uid, gid = int(sys.Uid), int(sys.Gid)
-		}
-	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("save keys file: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save keys file: %w", err)
-	}
-	if uid >= 0 {
-		if err := tmp.Chown(uid, gid); err != nil && !os.IsPermission(err) {
-			tmp.Close()
-			return fmt.Errorf("save keys file: keep owner: %w", err)
-		}
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save keys file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save keys file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save keys file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("save keys file: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("save keys file: sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("save keys file: sync directory: %w", err)
 	}
 	return nil
 }

@@ -27,8 +27,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // Statuses of a check.

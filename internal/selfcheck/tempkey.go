@@ -1,19 +1,19 @@
 package selfcheck
 
 import (
+	"github.com/glmctl/glmctl/internal/atomicfile"
+
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"syscall"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/guard"
 	"github.com/glmctl/glmctl/internal/jsonc"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/guard"
 )
 
 // limitsSettle is the pause between writing the limit and the key.
@@ -138,53 +138,10 @@ func (tk *tempKey) editLimits(add bool) error {
 	return writeAtomic(tk.limitsFile, out)
 }
 
-// writeAtomic replaces path with data: a temporary file in the same
-// directory with path's mode and owner, fsync, rename, fsync of the directory.
+// writeAtomic replaces path with data, keeping its mode and owner.
 func writeAtomic(path string, data []byte) error {
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real
-	}
-	st, err := os.Stat(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	fail := func(err error) error {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(st.Mode().Perm()); err != nil {
-		return fail(err)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		if err := tmp.Chown(int(sys.Uid), int(sys.Gid)); err != nil && !os.IsPermission(err) {
-			return fail(err)
-		}
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %s: sync directory: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync directory: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, 0o600)
 }

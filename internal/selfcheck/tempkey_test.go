@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/internal/config"
-	"github.com/glmctl/glmctl/pkg/guard"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/guard"
 )
 
 func TestTempKeyRoundTrip(t *testing.T) {

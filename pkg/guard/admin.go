@@ -5,8 +5,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // Actions of the admin records the guard writes when a reload changes who may

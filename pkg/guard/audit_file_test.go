@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // The real audit writer satisfies the guard's Auditor.

@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // exchange is the per-request state that every stage of the request path

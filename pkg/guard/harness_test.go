@@ -16,9 +16,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // Test keys.

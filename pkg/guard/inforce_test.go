@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // TestRevokedKeyAuditedByName: the 401 of a revoked key names the key in the

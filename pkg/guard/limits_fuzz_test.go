@@ -13,8 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/glmctl/glmctl/pkg/guard"
 	"github.com/glmctl/glmctl/internal/jsonc"
+	"github.com/glmctl/glmctl/pkg/guard"
 )
 
 // limitsFuzzPos checks that line:col lies inside src.

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // TestRevokedKeyRefusedAfterWrite measures the time from the rename that

@@ -11,10 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/internal/jsonc"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // settings is one immutable view of everything the request path reads: the

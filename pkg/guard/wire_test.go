@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glmctl/glmctl/pkg/audit"
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // rawResp sends a hand-written HTTP request and returns the status, body

@@ -158,6 +158,22 @@ func TestStarvedProbeDoesNotRestart(t *testing.T) {
 			o.Logger = hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info, Output: logs})
 		},
 		func(s *Supervisor) { s.probeDial = starveDial(&starve) })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("status %+v", h.status("vllm"))
+			for _, e := range h.eventsFor("vllm") {
+				t.Logf("event %+v", e)
+			}
+			logs.mu.Lock()
+			t.Logf("logs:\n%s", logs.b.String())
+			logs.mu.Unlock()
+			fc.mu.Lock()
+			for tm := range fc.active {
+				t.Logf("active timer f=%v dur=%s when=%s now=%s", tm.f != nil, tm.dur, tm.when, fc.now)
+			}
+			fc.mu.Unlock()
+		}
+	})
 	fc.fireUntil(t, probeTimer, startingPoll, "RUNNING", func() bool { return h.s.Ready("vllm") })
 	first := h.status("vllm")
 
@@ -184,7 +200,7 @@ func TestStarvedProbeDoesNotRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	fc.fire(t, probeTimer, p.Health.Interval)
-	waitFor(t, 10*time.Second, "a restart after a real failure", func() bool {
+	waitFor(t, 3*time.Second, "a restart after a real failure", func() bool {
 		st := h.status("vllm")
 		return st.State != StateRunning && strings.HasPrefix(st.Message, "health check failed 1/1")
 	})
