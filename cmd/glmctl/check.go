@@ -162,12 +162,12 @@ func checkLimitsFile(path string, bad, warn func(string, ...any), w io.Writer) {
 // checkExposure warns about ways around the guard or its encryption.
 func checkExposure(cfg *config.Config, warn func(string, ...any)) {
 	g := cfg.Guard
-	if host, _, err := net.SplitHostPort(g.Listen); err == nil && !isLoopback(host) && g.TLS == nil {
+	if host, _, err := net.SplitHostPort(g.Listen); err == nil && !config.IsLoopback(host) && g.TLS == nil {
 		warn("guard listens on %s beyond loopback without TLS: keys cross the network in clear; add tls { cert = … key = … } or a TLS proxy in front", g.Listen)
 	}
 	network, addr := g.UpstreamDial()
 	if network == "tcp" {
-		if host, _, err := net.SplitHostPort(addr); err == nil && !isLoopback(host) {
+		if host, _, err := net.SplitHostPort(addr); err == nil && !config.IsLoopback(host) {
 			warn("guard upstream %s is not on loopback: clients may reach the model around the guard; use a unix socket (vLLM --uds) or 127.0.0.1", g.Upstream)
 		}
 	}
@@ -180,20 +180,13 @@ func checkExposure(cfg *config.Config, warn func(string, ...any)) {
 			case strings.HasPrefix(a, "--host="):
 				host = strings.TrimPrefix(a, "--host=")
 			}
-			if host != "" && !isLoopback(host) && !strings.Contains(strings.Join(p.Command, " "), "--uds") {
+			if host != "" && !config.IsLoopback(host) && !strings.Contains(strings.Join(p.Command, " "), "--uds") {
 				warn("program %q listens on --host %s: clients can reach it around the guard; bind it to 127.0.0.1 or a unix socket (--uds)", p.Name, host)
 			}
 		}
 	}
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
 
 // checkAuditRoom warns when the audit log's filesystem has less free room
 // than two rotations' worth.
