@@ -2,7 +2,6 @@ package config
 
 import (
 	"net"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -131,59 +130,14 @@ func (d *decoder) warnings(cfg *Config) {
 // cycles reports each dependency cycle once, at the depends_on entry of the
 // cycle's first program in file order that closes it.
 func (d *decoder) cycles(cfg *Config) {
-	const (
-		unvisited = iota
-		active
-		done
-	)
-	state := map[string]int{}
-	reported := map[string]bool{}
-	var stack []*Program
-	var visit func(p *Program)
-	visit = func(p *Program) {
-		state[p.Name] = active
-		stack = append(stack, p)
-		for _, dep := range p.DependsOn {
-			q := cfg.Program(dep)
-			if q == nil || q == p {
-				continue // reported by crossCheck
-			}
-			switch state[dep] {
-			case unvisited:
-				visit(q)
-			case active:
-				start := 0
-				for i, s := range stack {
-					if s == q {
-						start = i
-					}
-				}
-				d.reportCycle(stack[start:], reported)
-			}
-		}
-		stack = stack[:len(stack)-1]
-		state[p.Name] = done
-	}
-	for _, p := range cfg.Programs {
-		if state[p.Name] == unvisited {
-			visit(p)
-		}
+	for _, c := range Cycles(cfg.Programs) {
+		d.reportCycle(c)
 	}
 }
 
 // reportCycle reports the cycle through path (each depends on the next, the
 // last on the first), rotated to start at the program defined first.
-func (d *decoder) reportCycle(path []*Program, reported map[string]bool) {
-	names := make([]string, len(path))
-	for i, p := range path {
-		names[i] = p.Name
-	}
-	key := append([]string{}, names...)
-	sort.Strings(key)
-	if reported[strings.Join(key, "\x00")] {
-		return
-	}
-	reported[strings.Join(key, "\x00")] = true
+func (d *decoder) reportCycle(path []*Program) {
 	first := 0
 	for i, p := range path {
 		if d.progs[p].label.Start.Byte < d.progs[path[first]].label.Start.Byte {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,56 +67,16 @@ func normalize(programs []*config.Program) ([]*config.Program, error) {
 		}
 	}
 	if len(errs) == 0 {
-		if cyc := findCycle(out, byName); cyc != "" {
-			errs = append(errs, fmt.Errorf("dependency cycle: %s", cyc))
+		for _, cyc := range config.Cycles(out) {
+			var chain strings.Builder
+			for _, p := range cyc {
+				chain.WriteString(p.Name + " -> ")
+			}
+			chain.WriteString(cyc[0].Name)
+			errs = append(errs, fmt.Errorf("dependency cycle: %s", chain.String()))
 		}
 	}
 	return out, errors.Join(errs...)
-}
-
-// findCycle returns a dependency cycle as "a -> b -> a", or "".
-func findCycle(progs []*config.Program, byName map[string]*config.Program) string {
-	const (
-		white = iota
-		grey
-		black
-	)
-	color := map[string]int{}
-	var path []string
-	var visit func(n string) string
-	visit = func(n string) string {
-		color[n] = grey
-		path = append(path, n)
-		for _, d := range byName[n].DependsOn {
-			switch color[d] {
-			case grey:
-				cyc := ""
-				for i, p := range path {
-					if p == d {
-						for _, q := range path[i:] {
-							cyc += q + " -> "
-						}
-					}
-				}
-				return cyc + d
-			case white:
-				if c := visit(d); c != "" {
-					return c
-				}
-			}
-		}
-		path = path[:len(path)-1]
-		color[n] = black
-		return ""
-	}
-	for _, p := range progs {
-		if color[p.Name] == white {
-			if c := visit(p.Name); c != "" {
-				return c
-			}
-		}
-	}
-	return ""
 }
 
 // closure returns the named programs and all their dependencies.
