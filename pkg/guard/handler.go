@@ -65,6 +65,7 @@ type exchange struct {
 	completionTokens int64
 	upstreamDone     bool // the upstream body was read to its end
 	upstreamStatus   int
+	aborted          bool // the answer is being cut (panic(http.ErrAbortHandler))
 }
 
 // recorder wraps the client's ResponseWriter to learn the status, bytes and
@@ -534,6 +535,12 @@ func (g *Guard) record(r *http.Request, x *exchange, stage string, status int) *
 // aborting a broken stream included).
 func (g *Guard) finish(rw *recorder, r *http.Request, x *exchange) {
 	status := rw.status
+	if status != 0 && !x.aborted {
+		// The answer leaves now: settling the limits and recording the
+		// request must not delay it (net/http sends what is buffered only
+		// once the handler returns).
+		_ = http.NewResponseController(rw.ResponseWriter).Flush()
+	}
 	if status == 0 {
 		status = 499 // client went away before any answer
 		if x.errMsg == "" {

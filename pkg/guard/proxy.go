@@ -167,6 +167,7 @@ func (g *Guard) copyBody(w *recorder, src io.Reader, x *exchange) {
 				x.errMsg = "incomplete"
 			}
 			g.log.Debug("upstream answer cut", "request_id", x.id, "error", rerr)
+			x.aborted = true
 			panic(http.ErrAbortHandler)
 		}
 	}
@@ -229,38 +230,6 @@ func (x *exchange) setUsage(u *usageJSON) {
 	}
 }
 
-// objectAt returns the JSON object at the start of b (after blanks), up to
-// its matching brace, or nil.
-func objectAt(b []byte) []byte {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	if len(b) == 0 || b[0] != '{' {
-		return nil
-	}
-	depth, inString, escaped := 0, false, false
-	for i, c := range b {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			depth--
-			if depth == 0 {
-				return b[:i+1]
-			}
-		}
-	}
-	return nil
-}
 
 // maxUsageBody bounds how much of a JSON response is kept to find its usage;
 // a longer response is charged its reservation.
