@@ -147,20 +147,28 @@ func (c *fakeClock) find(kind timerKind, d time.Duration) (when time.Time, dur t
 
 // fire waits until a timer of kind and duration d (any when 0) is active,
 // moves the clock to its deadline (firing it and anything due before) and
-// returns its duration.
+// returns its duration. It returns as soon as the clock has moved, not once
+// the work the timer sets off is done: a probe fired so may still be under
+// way (see waitPending).
 func (c *fakeClock) fire(tb testing.TB, kind timerKind, d time.Duration) time.Duration {
 	tb.Helper()
-	var (
-		when time.Time
-		dur  time.Duration
-	)
+	when, dur := c.waitPending(tb, kind, d)
+	c.advanceTo(when)
+	return dur
+}
+
+// waitPending waits until a timer of kind and duration d (any when 0) is
+// active and returns its deadline and duration, moving nothing. The probe
+// loop arms its timer again only after its probe has run and been reported,
+// so after firing a probe, waitPending(probeTimer) waits for that probe.
+func (c *fakeClock) waitPending(tb testing.TB, kind timerKind, d time.Duration) (when time.Time, dur time.Duration) {
+	tb.Helper()
 	waitFor(tb, 20*time.Second, "a pending timer", func() bool {
 		var ok bool
 		when, dur, ok = c.find(kind, d)
 		return ok
 	})
-	c.advanceTo(when)
-	return dur
+	return when, dur
 }
 
 // advanceTo moves the clock to when (never back), firing everything due.
