@@ -131,7 +131,7 @@ func usageBar(used, limit float64, unit string) bar {
 		return bar{Text: "unlimited", Level: "none"}
 	}
 	if used < 0 {
-		return bar{Text: fmt.Sprintf("? / %s %s", num(limit), unit), Level: "none",
+		return bar{Text: fmt.Sprintf("? / %s %s", count(limit), unit), Level: "none",
 			SVG: barSVG(0, "none")}
 	}
 	used = math.Min(used, limit)
@@ -143,7 +143,7 @@ func usageBar(used, limit float64, unit string) bar {
 	case frac >= 0.75:
 		level = "warn"
 	}
-	return bar{Text: fmt.Sprintf("%s / %s %s", num(used), num(limit), unit), Level: level, SVG: barSVG(frac, level)}
+	return bar{Text: fmt.Sprintf("%s / %s %s", count(used), count(limit), unit), Level: level, SVG: barSVG(frac, level)}
 }
 
 func barSVG(frac float64, level string) template.HTML {
@@ -152,6 +152,14 @@ func barSVG(frac float64, level string) template.HTML {
 		`<svg class="bar" viewBox="0 0 100 8" preserveAspectRatio="none" aria-hidden="true">`+
 			`<rect class="bar-bg" width="100" height="8"/><rect class="bar-fg %s" width="%.1f" height="8"/></svg>`,
 		level, frac*100))
+}
+
+// count renders a whole number as one, anything else as num does.
+func count(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return num(v)
 }
 
 // formatters for the charts.

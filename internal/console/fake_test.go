@@ -93,6 +93,13 @@ func (b *fakeBackend) pid(name string) int {
 	return 0
 }
 
+// backdate makes a running program look started d ago.
+func (b *fakeBackend) backdate(name string, d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.progs[name].started = time.Now().Add(-d)
+}
+
 func (b *fakeBackend) restarts(name string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()

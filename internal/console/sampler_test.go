@@ -139,7 +139,7 @@ func TestLineChartSVG(t *testing.T) {
 		t.Errorf("max %q last %q", c.Max, c.Series[0].Last)
 	}
 	b := usageBar(90, 100, "rpm")
-	if b.Level != "warn" || b.Text != "90.0 / 100 rpm" || !strings.Contains(string(b.SVG), `width="90.0"`) {
+	if b.Level != "warn" || b.Text != "90 / 100 rpm" || !strings.Contains(string(b.SVG), `width="90.0"`) {
 		t.Errorf("bar %+v", b)
 	}
 	if b := usageBar(0, 0, "rpm"); b.Text != "unlimited" || b.SVG != "" {

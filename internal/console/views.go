@@ -162,10 +162,10 @@ func (s *Server) guardView(st *control.StatusReply) *guardView {
 	from := to.Add(-s.opts.History)
 	v.Charts = []chart{
 		lineChart("Requests", "per second", from, to, 1, fmtRate, chartSeries{Name: "req/s", Class: "s0", pts: gs.rate}),
-		lineChart("Errors", "5xx share of answers", from, to, 0.05, fmtPct, chartSeries{Name: "5xx", Class: "s3", pts: gs.errRatio}),
+		lineChart("Errors", "5xx share", from, to, 0.05, fmtPct, chartSeries{Name: "5xx", Class: "s3", pts: gs.errRatio}),
 		lineChart("Latency", "whole request", from, to, 0.1, fmtSeconds,
 			chartSeries{Name: "p50", Class: "s0", pts: gs.p50}, chartSeries{Name: "p99", Class: "s1", pts: gs.p99}),
-		lineChart("Time to first token", "streams", from, to, 0.1, fmtSeconds,
+		lineChart("Time to first token", "", from, to, 0.1, fmtSeconds,
 			chartSeries{Name: "p50", Class: "s0", pts: gs.ttft50}, chartSeries{Name: "p99", Class: "s1", pts: gs.ttft99}),
 		lineChart("In flight", "requests", from, to, 1, fmtRate, chartSeries{Name: "now", Class: "s2", pts: gs.inFlight}),
 	}
@@ -173,7 +173,7 @@ func (s *Server) guardView(st *control.StatusReply) *guardView {
 	for i, l := range limitOrder {
 		refused = append(refused, chartSeries{Name: l, Class: fmt.Sprintf("s%d", i), pts: gs.refused[l]})
 	}
-	v.Charts = append(v.Charts, lineChart("429s by limit", "refusals per second", from, to, 0.1, fmtRate, refused...))
+	v.Charts = append(v.Charts, lineChart("429s by limit", "per second", from, to, 0.1, fmtRate, refused...))
 	return v
 }
 
