@@ -90,6 +90,20 @@ audit {
   }
 }
 
+policy {                          # absent: no request policy; per-key overrides in the keys file
+  max_prompt_tokens = 8000
+  max_tokens        = 2000
+  deny_params       = ["logprobs", "tools"]
+  rule "no-credentials" {
+    pattern = "(?i)BEGIN (RSA|OPENSSH) PRIVATE KEY"   # RE2
+    action  = "reject"            # reject: 400 naming the rule | flag: served, marked in the audit
+  }
+  rule "watchlist" {
+    literal = ["违禁词"]
+    action  = "flag"
+  }
+}
+
 program "env-commas" {
   command = ["env"]
   env     = { A = "1", B = "2" }

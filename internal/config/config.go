@@ -20,8 +20,9 @@ type Config struct {
 	Metrics  *Metrics // nil: no metrics listener
 	GPU      *GPU     // nil: no GPU checks
 	Programs []*Program
-	Guard    *Guard // nil: no guard listener
-	Audit    *Audit // nil: no audit trail
+	Guard    *Guard  // nil: no guard listener
+	Audit    *Audit  // nil: no audit trail
+	Policy   *Policy // nil: no request policy
 
 	// Warnings are things that work but are probably not what was meant
 	// (glmctl check prints them); they never stop a config from loading.
@@ -179,3 +180,46 @@ func (c *Config) Program(name string) *Program {
 	}
 	return nil
 }
+// Policy is the request policy (the policy block): caps on what a request
+// may ask for and named rules on its prompt, enforced by the guard. A key's
+// "policy" object in the keys file can only tighten it.
+type Policy struct {
+	// MaxPromptTokens caps the guard's prompt estimate (prompt bytes ÷ 4);
+	// 0 = no cap.
+	MaxPromptTokens int
+	// MaxTokens caps max_tokens (per choice) on the generating routes; a
+	// request that names no bound gets this one. 0 = no cap.
+	MaxTokens int
+	// DenyParams are top-level request parameters a request may not turn
+	// on (any value but absent, null, false, [] or {}; for n and best_of,
+	// anything but 1).
+	DenyParams []string
+	Rules      []*PolicyRule // in file order
+}
+
+// Policy rule actions.
+const (
+	PolicyReject = "reject" // 400 naming the rule
+	PolicyFlag   = "flag"   // served, marked in the audit record
+)
+
+// Names of the policy's built-in checks, as audit records and metrics name
+// them; rule blocks may not take them.
+const (
+	PolicyMaxPromptTokens = "max_prompt_tokens"
+	PolicyMaxTokens       = "max_tokens"
+	PolicyDenyParams      = "deny_params"
+	// PolicyUnreadable: a prompt the rules cannot read (token IDs, prompt
+	// embeddings, a body that does not parse).
+	PolicyUnreadable = "unreadable"
+)
+
+// PolicyRule is one named rule on the prompt: it matches when any of its
+// literals or its pattern matches the prompt's text (NFKC-normalised).
+type PolicyRule struct {
+	Name    string
+	Pattern string   // RE2 syntax, "" = none; case-sensitive unless it says (?i)
+	Literal []string // case-insensitive
+	Action  string   // reject | flag
+}
+

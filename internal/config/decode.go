@@ -142,6 +142,7 @@ func (d *decoder) decode(top *section) *Config {
 	if b := top.block("audit"); b != nil {
 		cfg.Audit = d.audit(top.child(b, "audit"))
 	}
+	cfg.Policy = d.policy(top)
 	top.finish(owners())
 	return cfg
 }
