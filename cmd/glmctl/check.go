@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -79,6 +81,9 @@ func checkOffline(c *cli.Context) error {
 			checkLimitsFile(g.LimitsFile, bad, warn, w)
 		}
 		checkExposure(cfg, warn)
+		if g.LimitsStore != "" {
+			checkLimitsStore(c.Context, g, bad, w)
+		}
 	}
 	if a := cfg.Audit; a != nil {
 		checkAuditRoom(a, warn)
@@ -159,6 +164,32 @@ func checkLimitsFile(path string, bad, warn func(string, ...any), w io.Writer) {
 	fmt.Fprintf(w, "✅ %s: default and %d per-key limit(s)\n", path, len(l.PerKey))
 }
 
+// checkLimitsStore connects to the shared limits store and reports whether
+// it answers (and accepts glmctl's scripts).
+func checkLimitsStore(ctx context.Context, g *config.Guard, bad func(string, ...any), w io.Writer) {
+	rs, err := guard.NewRedisStore(guard.RedisOptions{URL: g.LimitsStore, PasswordFile: g.LimitsStorePasswordFile, CAFile: g.LimitsStoreCAFile})
+	if err != nil {
+		bad("limits_store: %v", err)
+		return
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = rs.Close(cctx)
+	}()
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	switch err := rs.Ping(pctx); {
+	case err == nil:
+		fmt.Fprintf(w, "✅ limits store %s: reachable\n", rs)
+	case errors.Is(err, guard.ErrStoreUnavailable):
+		bad("limits store %s: unreachable: %v (with limits_store_failure = %q the guard %s)", rs, err, g.LimitsStoreFailure,
+			map[string]string{"closed": "answers 503 until it is back", "open": "falls back to this box's own limits"}[g.LimitsStoreFailure])
+	default:
+		bad("limits store %s: %v (check the password, TLS and that Redis runs Lua scripts)", rs, err)
+	}
+}
+
 // checkExposure warns about ways around the guard or its encryption.
 func checkExposure(cfg *config.Config, warn func(string, ...any)) {
 	g := cfg.Guard
@@ -186,7 +217,6 @@ func checkExposure(cfg *config.Config, warn func(string, ...any)) {
 		}
 	}
 }
-
 
 // checkAuditRoom warns when the audit log's filesystem has less free room
 // than two rotations' worth.

@@ -24,7 +24,8 @@ func statusCommand() *cli.Command {
 		Description: "Columns as supervisorctl prints them, plus health, restarts and last exit, then\n" +
 			"the guard (its keys, limits and certificate files) and the configuration in force.\n" +
 			"Exit: 0 all RUNNING and every guard file loaded; 3 a program is not RUNNING, or a\n" +
-			"guard file failed its last load (an older version stays in force); 4 daemon unreachable.",
+			"guard file failed its last load (an older version stays in force), or the shared limits store\n" +
+			"is unreachable; 4 daemon unreachable.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print one JSON object (stable field names)"}},
 		Action: func(c *cli.Context) error {
 			cl, err := controlClient(c)
@@ -51,7 +52,7 @@ func statusCommand() *cli.Command {
 					return exit(3, nil)
 				}
 			}
-			if st.Guard != nil && !st.Guard.FilesOK {
+			if st.Guard != nil && (!st.Guard.FilesOK || !st.Guard.LimitsStoreUp) {
 				return exit(3, nil)
 			}
 			return nil
@@ -108,6 +109,13 @@ func printStatus(w io.Writer, st *control.StatusReply) {
 		}
 		fmt.Fprintf(w, "\nguard: %s -> %s, %s, %d/%d connections\n", st.Guard.Listen, st.Guard.Upstream, ready,
 			st.Guard.OpenConnections, st.Guard.MaxConnections)
+		if st.Guard.LimitsStore != "" && st.Guard.LimitsStore != "in-process" {
+			state := "reachable"
+			if !st.Guard.LimitsStoreUp {
+				state = "UNREACHABLE (limits_store_failure decides: 503, or this box's own limits)"
+			}
+			fmt.Fprintf(w, "  limits store: %s, %s\n", st.Guard.LimitsStore, state)
+		}
 		for _, f := range st.Guard.Files {
 			if f.Error != "" {
 				fmt.Fprintf(w, "  %s: NOT LOADED at %s (the version loaded at %s stays in force): %s\n",

@@ -119,9 +119,20 @@ type Guard struct {
 	Program             string // gate on this program being RUNNING; "" = no gating
 	KeysFile            string
 	LimitsFile          string
-	LimitsStore         string // "" = in-process (the only store so far; anything else is refused)
-	MaxBody             int64  // bytes, default 4MiB
-	DefaultMaxTokens    int    // default 1024
+	// LimitsStore is "" (in-process) or a Redis URL (redis://, rediss://,
+	// unix://; Sentinel and Cluster forms as go-redis parses them): the
+	// limits are then shared by every guard that names the same Redis.
+	LimitsStore string
+	// LimitsStorePasswordFile holds the Redis password; LimitsStoreCAFile
+	// the CA of a rediss:// server.
+	LimitsStorePasswordFile string
+	LimitsStoreCAFile       string
+	// LimitsStoreFailure is what happens while Redis is unreachable:
+	// "closed" (default: 503 + Retry-After) or "open" (this box's own
+	// in-process limits).
+	LimitsStoreFailure string
+	MaxBody            int64 // bytes, default 4MiB
+	DefaultMaxTokens   int   // default 1024
 	// MaxModelLen caps max_tokens (and n × max_tokens) in requests: more is
 	// a 400. Default: the guard program's --max-model-len, else 1,048,576.
 	MaxModelLen    int
@@ -171,15 +182,6 @@ type Rotate struct {
 	Compress bool  // default true
 }
 
-// Program returns the program named name, or nil.
-func (c *Config) Program(name string) *Program {
-	for _, p := range c.Programs {
-		if p.Name == name {
-			return p
-		}
-	}
-	return nil
-}
 // Policy is the request policy (the policy block): caps on what a request
 // may ask for and named rules on its prompt, enforced by the guard. A key's
 // "policy" object in the keys file can only tighten it.
@@ -223,3 +225,12 @@ type PolicyRule struct {
 	Action  string   // reject | flag
 }
 
+// Program returns the program named name, or nil.
+func (c *Config) Program(name string) *Program {
+	for _, p := range c.Programs {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}

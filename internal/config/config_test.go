@@ -87,6 +87,7 @@ audit {
 			MaxModelLen:      DefaultMaxModelLen,
 			Global:           &GlobalLimits{},
 
+			LimitsStoreFailure:          "closed",
 			MaxUnauthenticatedPerClient: 256,
 			HeaderTimeout:               10 * time.Second,
 			BodyTimeout:                 30 * time.Second,
@@ -189,6 +190,7 @@ func TestFullConfig(t *testing.T) {
 			Global:           &GlobalLimits{RPM: 100, Concurrency: 50},
 
 			MaxConnections:              2000,
+			LimitsStoreFailure:          "closed",
 			MaxUnauthenticatedPerClient: 8,
 			HeaderTimeout:               5 * time.Second,
 			BodyTimeout:                 20 * time.Second,

@@ -350,9 +350,19 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 	s.str("keys_file", &g.KeysFile)
 	s.str("limits_file", &g.LimitsFile)
 	if s.str("limits_store", &g.LimitsStore) && g.LimitsStore != "" {
-		// Nothing silent: a shared store this build cannot use is refused,
-		// never accepted and replaced by the in-process one.
-		s.c.at(b.Body.Attributes["limits_store"].Expr.Range(), "limits_store %q is not supported by this build: only the in-process store exists; write limits_store = \"\" (or remove it)", g.LimitsStore)
+		u, err := url.Parse(g.LimitsStore)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			s.c.at(b.Body.Attributes["limits_store"].Expr.Range(), "invalid limits_store %q: write \"\" (in-process) or a Redis URL such as \"redis://127.0.0.1:6379/0\" (rediss:// for TLS, unix:///path for a socket)", g.LimitsStore)
+		}
+	}
+	s.str("limits_store_password_file", &g.LimitsStorePasswordFile)
+	s.str("limits_store_ca_file", &g.LimitsStoreCAFile)
+	g.LimitsStoreFailure = "closed"
+	s.enum("limits_store_failure", &g.LimitsStoreFailure, "closed", "open")
+	for _, name := range []string{"limits_store_password_file", "limits_store_ca_file", "limits_store_failure"} {
+		if a, ok := b.Body.Attributes[name]; ok && g.LimitsStore == "" {
+			s.c.at(a.Expr.Range(), "%s has no effect without a Redis limits_store: remove it, or set limits_store = \"redis://…\"", name)
+		}
 	}
 	s.size("max_body", &g.MaxBody)
 	if a, ok := b.Body.Attributes["max_body"]; ok && g.MaxBody <= 0 {

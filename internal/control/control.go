@@ -53,6 +53,10 @@ type GuardStatus struct {
 	Files           []FileStatus `json:"files"`
 	MaxConnections  int          `json:"max_connections"`
 	OpenConnections int          `json:"open_connections"`
+	// LimitsStore is "in-process" or the Redis URL (without password);
+	// LimitsStoreUp whether it answers (always true in-process).
+	LimitsStore   string `json:"limits_store"`
+	LimitsStoreUp bool   `json:"limits_store_up"`
 }
 
 // FileStatus is one file the guard loads (keys, limits, TLS certificate).

@@ -78,13 +78,14 @@ func (b *backend) Status(names ...string) (*control.StatusReply, error) {
 		if g.Program != "" && b.d.config().Program(g.Program) != nil {
 			ready = b.d.sup.Ready(g.Program)
 		}
-		gs := &control.GuardStatus{Listen: g.Listen, Upstream: g.Upstream, Ready: ready, FilesOK: true,
+		gs := &control.GuardStatus{Listen: g.Listen, Upstream: g.Upstream, Ready: ready, FilesOK: true, LimitsStoreUp: true,
 			Files: []control.FileStatus{}}
 		if gd := b.d.guard; gd != nil {
 			if a := gd.Addr(); a != nil {
 				gs.Listen = a.String()
 			}
 			gs.MaxConnections, gs.OpenConnections = gd.MaxConnections(), gd.OpenConnections()
+			gs.LimitsStore, gs.LimitsStoreUp = gd.LimitsStore()
 			for _, f := range gd.Files() {
 				gs.Files = append(gs.Files, control.FileStatus{Path: f.Path, SHA256: f.SHA256, LoadedAt: f.LoadedAt,
 					Error: f.Error, ErrorAt: f.ErrorAt, Entries: f.Entries})

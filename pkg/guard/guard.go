@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,7 +84,12 @@ type Guard struct {
 	auditLevel string
 	ready      func(string) bool
 	store      Store
-	up         upstream
+	// shared is the Redis store when limits are shared between guards
+	// (store is then the same); fallback, with limits_store_failure =
+	// "open", decides while Redis cannot be reached.
+	shared   *RedisStore
+	fallback *MemoryStore
+	up       upstream
 	// upstream is the proxy's connection pool to the model server.
 	upstream *upstreamClient
 	m        *metrics
@@ -156,9 +162,6 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.LimitsStore != "" {
-		return nil, fmt.Errorf("guard.limits_store %q: only the in-process store exists in this build", cfg.LimitsStore)
-	}
 	g := &Guard{
 		static:     cfg,
 		log:        deps.Logger,
@@ -178,6 +181,24 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 		g.auditLevel = l.Level()
 	}
 	g.log = g.log.Named("guard")
+	if g.store == nil && cfg.LimitsStore != "" {
+		rs, err := NewRedisStore(RedisOptions{URL: cfg.LimitsStore, PasswordFile: cfg.LimitsStorePasswordFile,
+			CAFile: cfg.LimitsStoreCAFile, Logger: g.log.Named("limits")})
+		if err != nil {
+			return nil, fmt.Errorf("guard.limits_store: %w", err)
+		}
+		g.store, g.shared = rs, rs
+		if deps.Registerer != nil {
+			for _, c := range rs.Collectors() {
+				if err := deps.Registerer.Register(c); err != nil {
+					return nil, fmt.Errorf("register limits store metrics: %w", err)
+				}
+			}
+		}
+		if cfg.LimitsStoreFailure == "open" {
+			g.fallback = NewMemoryStore(nil)
+		}
+	}
 	if g.store == nil {
 		g.store = NewMemoryStore(nil)
 	}
@@ -232,6 +253,15 @@ func (g *Guard) Addr() net.Addr {
 		return *a
 	}
 	return nil
+}
+
+// LimitsStore describes the limits store: "in-process", or the Redis URL
+// (without its password) and whether Redis answers.
+func (g *Guard) LimitsStore() (desc string, up bool) {
+	if g.shared == nil {
+		return "in-process", true
+	}
+	return g.shared.String(), g.shared.Up()
 }
 
 // MaxConnections is the cap on open client connections in force.
@@ -328,6 +358,13 @@ func (g *Guard) Run(ctx context.Context) error {
 	}
 	<-serveDone
 	g.upstream.closeIdle()
+	if g.shared != nil {
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := g.shared.Close(cctx); err != nil {
+			g.log.Warn("limits store: settlements left unsent at shutdown", "error", err)
+		}
+		ccancel()
+	}
 	stopWatch()
 	if werr := <-watchDone; werr != nil {
 		g.log.Warn("file watcher stopped", "error", werr)

@@ -46,6 +46,7 @@ type exchange struct {
 
 	admitted bool
 	ticket   Ticket
+	store    Store  // the store that admitted it (the shared one, or the fallback)
 	reason   string // limit or check that refused the request
 	errMsg   string
 	// route is the metrics' route label when it is not the routed path
@@ -276,11 +277,21 @@ func (g *Guard) checkReady(x *exchange, w *recorder, r *http.Request) bool {
 
 // admit takes every limit that applies, or none.
 func (g *Guard) admit(x *exchange, w *recorder, r *http.Request) bool {
-	d, err := g.store.Admit(r.Context(), Ask{
-		Key: x.key.Name, Limit: x.s.limits.For(x.key.Name), Global: x.s.global, Tokens: x.reserve,
-	})
+	ask := Ask{Key: x.key.Name, Limit: x.s.limits.For(x.key.Name), Global: x.s.global, Tokens: x.reserve}
+	x.store = g.store
+	d, err := g.store.Admit(r.Context(), ask)
+	if err != nil && g.fallback != nil && errors.Is(err, ErrStoreUnavailable) {
+		// limits_store_failure = "open": this box's own limits decide
+		// while the shared store cannot be reached (the store logs the
+		// outage once; the metric counts these).
+		g.m.storeFallback.Inc()
+		x.store = g.fallback
+		d, err = g.fallback.Admit(r.Context(), ask)
+	}
 	if err != nil {
-		g.log.Error("limit store failed", "error", err)
+		if !errors.Is(err, ErrStoreUnavailable) { // an outage is logged by the store, once
+			g.log.Error("limit store failed", "error", err)
+		}
 		w.Header().Set("Retry-After", "1")
 		g.refuse(w, r, x, http.StatusServiceUnavailable, typeServer, codeLimitsDown, "store", "Rate limits cannot be checked right now; try again shortly.")
 		return false
@@ -305,7 +316,7 @@ func (g *Guard) recordReceived(x *exchange, w *recorder, r *http.Request) bool {
 		g.auditState.ok(g.log)
 		return true
 	}
-	_ = g.store.Cancel(context.WithoutCancel(r.Context()), x.ticket)
+	_ = x.store.Cancel(context.WithoutCancel(r.Context()), x.ticket)
 	x.admitted = false
 	if r.Context().Err() != nil {
 		// The client went away while its record was queued: nothing is
@@ -556,7 +567,7 @@ func (g *Guard) finish(rw *recorder, r *http.Request, x *exchange) {
 		case x.upstreamDone && x.upstreamStatus >= 400:
 			used = 0 // upstream refused it: nothing generated
 		}
-		if err := g.store.Finish(ctx, x.ticket, used); err != nil {
+		if err := x.store.Finish(ctx, x.ticket, used); err != nil {
 			g.log.Error("limit store failed to settle", "request_id", x.id, "error", err)
 		}
 		if x.errMsg == "" && !x.upstreamDone && !x.usageSeen {

@@ -124,6 +124,7 @@ type metrics struct {
 	connsOpen      prometheus.Gauge
 	connsUnauth    prometheus.Gauge
 	connsRefused   *prometheus.CounterVec // reason
+	storeFallback  prometheus.Counter
 	reloads        *ReloadMetrics
 	remaining      *remainingCollector
 
@@ -183,6 +184,10 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 			Name: "glmctl_guard_connections_refused_total",
 			Help: "Client connections refused at accept, by reason (max_connections: 503; per_client: 429, too many unauthenticated connections from one address).",
 		}, []string{"reason"}),
+		storeFallback: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "glmctl_guard_limits_store_fallback_total",
+			Help: "Requests decided by this box's in-process limits because the shared (Redis) store could not be reached (limits_store_failure = \"open\").",
+		}),
 		reloads:   reloads,
 		remaining: newRemainingCollector(g),
 		keys:      map[string]bool{},
@@ -213,7 +218,7 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections,
-		m.authFailures, m.inFlight, m.upstreamErrors, m.remaining, m.connsOpen, m.connsUnauth, m.connsRefused} {
+		m.authFailures, m.inFlight, m.upstreamErrors, m.remaining, m.connsOpen, m.connsUnauth, m.connsRefused, m.storeFallback} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register guard metrics: %w", err)
 		}

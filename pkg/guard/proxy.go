@@ -230,7 +230,6 @@ func (x *exchange) setUsage(u *usageJSON) {
 	}
 }
 
-
 // maxUsageBody bounds how much of a JSON response is kept to find its usage;
 // a longer response is charged its reservation.
 const maxUsageBody = 8 << 20
