@@ -3,10 +3,12 @@
 //
 // Two entry forms are accepted: the tutorial's clear-text string
 // ("user1": "sk-…", loaded with a warning) and an object that holds only the
-// key's SHA-256 in hex plus role, models, created, expires, disabled and
-// previous (rotated hashes valid until their "until"). Unknown fields are
-// warnings and are kept when the file is saved again. `#` and `//` comments
-// are tolerated on reading (they are not kept by Save).
+// key's SHA-256 in hex plus role, models, created, expires, disabled,
+// previous (rotated hashes valid until their "until") and policy (caps that
+// tighten the config's request policy for this key; see PolicyOverride).
+// Unknown fields are warnings and are kept when the file is saved again.
+// `#` and `//` comments are tolerated on reading (they are not kept by
+// Save).
 //
 // Secrets never leave this package except through NewSecret's return value:
 // errors and warnings name keys by their name, and Mask gives the most of a
@@ -51,6 +53,8 @@ type Entry struct {
 	Expires  time.Time // zero: never
 	Disabled bool
 	Previous []Previous
+	// Policy is the key's own request policy (nil: the config's alone).
+	Policy *PolicyOverride
 	// Extra holds fields this version does not know, kept by Save.
 	Extra map[string]json.RawMessage
 }
@@ -90,11 +94,13 @@ type entryJSON struct {
 	Expires  *time.Time `json:"expires,omitempty"`
 	Disabled bool       `json:"disabled,omitempty"`
 	Previous []Previous `json:"previous,omitempty"`
+	// Policy is written by Save; Parse reads it itself (parsePolicy).
+	Policy *PolicyOverride `json:"policy,omitempty"`
 }
 
 var knownEntryFields = map[string]bool{
 	"sha256": true, "role": true, "models": true, "created": true,
-	"expires": true, "disabled": true, "previous": true,
+	"expires": true, "disabled": true, "previous": true, "policy": true,
 }
 
 // Parse reads a keys file. Every problem that makes the file unusable comes
@@ -203,6 +209,12 @@ func parseEntry(doc *jsonc.Doc, m jsonc.Member, warn func(int64, string, ...any)
 			continue
 		}
 		known[fm.Name] = true
+		if fm.Name == "policy" {
+			p, perrs := parsePolicy(doc, fm, m.Name)
+			errs = append(errs, perrs...)
+			e.Policy = p
+			continue
+		}
 		if len(obj) > 1 {
 			obj = append(obj, ',')
 		}

@@ -52,6 +52,8 @@ func keysSeeds(add func(src []byte)) {
 		`{"api_keys": {"user1": "sk-abc123def456ghi789", "u2": {"sha256": "` + Hash("sk-u2-u2-u2-u2") + `", "future": {"x": 1}}}, "meta": "m"}`,
 		`{"api_keys": {"a": {"SHA256": "` + Hash("sk-case-folded-1") + `", "Disabled": true, "Previous": []}}}`,
 		`{"api_keys": {"a": "short"}, "api_keys": {}}`,
+		`{"api_keys": {"a": {"sha256": "` + Hash("sk-policy-1") + `", "policy": {"max_tokens": 500, "deny_params": ["tools"]}},
+		  "b": {"sha256": "` + Hash("sk-policy-2") + `", "policy": {"max_token": 5, "deny_params": ["n", "n"]}}}}`,
 	} {
 		add([]byte(s))
 	}
@@ -67,7 +69,13 @@ previous entry needs an "until" time the file must hold a JSON object unexpected
 unexpected data after the top-level value cannot use a JSON string number bool array object as
 invalid character looking for beginning of value after object key:value pair in string literal
 parsing time as "2006-01-02T15:04:05Z07:00": cannot parse extra text out of range []keys.Previous
-time.Time []string bool string keys.entryJSON keys.Previous`
+time.Time []string bool string keys.entryJSON keys.Previous
+policy must be an object such as {"max_tokens": 500} policy field given twice unknown policy field
+the policy of a key takes "max_prompt_tokens", "max_tokens" and "deny_params" must be a whole number
+from 1 to 1099511627776 (write e.g. "max_tokens": 500) deny_params must be a list of parameter names
+such as ["tools", "logprobs"] lists twice cannot refuse no request does without it; refuse the route
+or the model instead cap it with max_tokens = N instead invalid deny_params entry write a top-level
+request parameter such as "logprobs" or "tools" max_completion_tokens messages prompt input model`
 
 // documentStrings walks src's stripped text as far as it is valid JSON and
 // returns the object member names, the string values directly under

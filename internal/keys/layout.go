@@ -215,7 +215,7 @@ func entryEqual(a, b *Entry) bool {
 	if a.Name != b.Name || a.Clear != b.Clear || a.SHA256 != b.SHA256 || a.Role != b.Role ||
 		!slices.Equal(a.Models, b.Models) || (a.Models == nil) != (b.Models == nil) ||
 		!a.Created.Equal(b.Created) || !a.Expires.Equal(b.Expires) || a.Disabled != b.Disabled ||
-		len(a.Previous) != len(b.Previous) || !sameJSON(a.Extra, b.Extra) {
+		len(a.Previous) != len(b.Previous) || !sameJSON(a.Extra, b.Extra) || !policyEqual(a.Policy, b.Policy) {
 		return false
 	}
 	for i := range a.Previous {

@@ -42,7 +42,7 @@ func (e *Entry) marshal() ([]byte, error) {
 	if e.Clear != "" {
 		return json.Marshal(e.Clear)
 	}
-	ej := entryJSON{SHA256: e.SHA256, Role: e.Role, Models: e.Models, Disabled: e.Disabled, Previous: e.Previous}
+	ej := entryJSON{SHA256: e.SHA256, Role: e.Role, Models: e.Models, Disabled: e.Disabled, Previous: e.Previous, Policy: e.Policy}
 	if !e.Created.IsZero() {
 		ej.Created = &e.Created
 	}

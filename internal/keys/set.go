@@ -23,6 +23,9 @@ type Key struct {
 	Expires time.Time
 	// Clear is true when the file holds this key in clear text.
 	Clear bool
+	// Policy is the key's own request policy (nil: the config's alone);
+	// shared with the File, never modified.
+	Policy *PolicyOverride
 }
 
 // AllowsModel reports whether the key may use model (always true when the
@@ -53,7 +56,7 @@ type Set struct {
 func NewSet(f *File) *Set {
 	s := &Set{byHash: map[[sha256.Size]byte]match{}, names: map[string]*Key{}}
 	for _, e := range f.Entries {
-		k := &Key{Name: e.Name, Role: e.Role, Models: e.Models, Expires: e.Expires, Clear: e.Clear != ""}
+		k := &Key{Name: e.Name, Role: e.Role, Models: e.Models, Expires: e.Expires, Clear: e.Clear != "", Policy: e.Policy}
 		s.names[e.Name] = k
 		var cur [sha256.Size]byte
 		if e.Clear != "" {
