@@ -55,3 +55,7 @@ check-deploy: ## Prometheus rules (promtool check + unit tests) and the Grafana 
 	promtool check rules deploy/prometheus/glmctl-rules.yml
 	promtool test rules deploy/prometheus/glmctl-rules.test.yml
 	deploy/check.sh
+
+.PHONY: demo-cluster
+demo-cluster: build ## two glmctl boxes sharing one set of limits through a local redis-server (Ctrl-C stops all)
+	GLMCTL=$(CURDIR)/$(BIN)/glmctl scripts/demo-cluster.sh
