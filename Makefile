@@ -56,6 +56,10 @@ check-deploy: ## Prometheus rules (promtool check + unit tests) and the Grafana 
 	promtool test rules deploy/prometheus/glmctl-rules.test.yml
 	deploy/check.sh
 
+.PHONY: bench-proxy
+bench-proxy: build ## glmctl's guard vs nginx vs direct, side by side (bench/proxy/bench.sh; SMOKE=1 for a short check; REPS=, DURATION=, RATES=)
+	GLMCTL=$(CURDIR)/$(BIN)/glmctl GO="$(GO)" bench/proxy/bench.sh
+
 .PHONY: demo-cluster
 demo-cluster: build ## two glmctl boxes sharing one set of limits through a local redis-server (Ctrl-C stops all)
 	GLMCTL=$(CURDIR)/$(BIN)/glmctl scripts/demo-cluster.sh
