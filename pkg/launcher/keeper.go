@@ -245,8 +245,18 @@ func (k *keeper) finish() {
 	}
 }
 
-// killAll sends sig to every process of the program.
+// killAll sends sig to every process of the program. A process stopped by
+// SIGSTOP (a debugger, a stuck `kill -STOP`) only acts on a signal once it
+// runs again, so every signal but SIGKILL is followed by SIGCONT: a stop
+// signal is honoured before the SIGKILL of stop_timeout.
 func (k *keeper) killAll(sig syscall.Signal) {
+	k.signalAll(sig)
+	if sig != syscall.SIGKILL && sig != syscall.SIGCONT {
+		k.signalAll(syscall.SIGCONT)
+	}
+}
+
+func (k *keeper) signalAll(sig syscall.Signal) {
 	if k.initNS {
 		// From PID 1 of a namespace, kill(-1) reaches every other process in it.
 		_ = syscall.Kill(-1, sig)

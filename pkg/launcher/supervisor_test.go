@@ -747,3 +747,26 @@ func atoi(s string) int {
 	}
 	return n
 }
+
+// TestStopReachesStoppedProcess (issue 15): a program stopped with SIGSTOP
+// gets SIGCONT with its stop signal, so it exits on SIGTERM by itself
+// instead of waiting out stop_timeout for the SIGKILL.
+func TestStopReachesStoppedProcess(t *testing.T) {
+	p := prog("p", []string{"/bin/sh", "-c", "trap 'exit 7' TERM; echo up; while :; do sleep 0.05; done"})
+	p.StartSecs = 0
+	p.StopTimeout = time.Hour
+	h := startSupervisor(t, []*config.Program{p}, nil, nil)
+	h.waitState("p", StateRunning, 10*time.Second)
+	waitFor(t, 10*time.Second, "the trap set", func() bool { return h.linesOf("p", "up") == 1 })
+	pid := h.status("p").PID
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.Stop(ctxT(t, 30*time.Second), "p"); err != nil {
+		t.Fatal(err)
+	}
+	st := h.status("p")
+	if st.LastExit == nil || *st.LastExit != 7 || st.LastSignal == "SIGKILL" {
+		t.Fatalf("stopped program ended with exit %v signal %q: want its own exit 7 on SIGTERM", st.LastExit, st.LastSignal)
+	}
+}
