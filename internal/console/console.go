@@ -20,6 +20,18 @@
 // attempts are limited per client address. Responses carry a strict
 // Content-Security-Policy (no inline script or style), nosniff,
 // Referrer-Policy no-referrer and frame-ancestors 'none'.
+//
+// The daemon wires it like its other listeners:
+//
+//	c, err := console.New(console.Options{
+//		Listen:  cfg.Console.Listen,
+//		Backend: consoleBackend{&backend{d: d}}, // + Keys, GuardFiles, GPUs
+//		Audit:   d.audit, AuditPath: cfg.Audit.Path, AuditHMACKey: hmacKey,
+//		Gatherer: d.registry, Logger: d.logger.Named("console"),
+//	})
+//	…
+//	if err := c.Listen(); err != nil { … } // before READY=1
+//	g.Go(func() error { return c.Run(gctx) })
 package console
 
 import (
@@ -76,7 +88,8 @@ type Options struct {
 	TLS *tls.Config
 	// Backend is the daemon.
 	Backend Backend
-	// Audit records every act (nil: acts are only logged).
+	// Audit records every act (nil, or a nil *audit.Writer: acts are
+	// only logged).
 	Audit AuditWriter
 	// AuditPath is the audit log (audit.path) whose recent records the
 	// audit page shows and Verify checks ("" : no audit trail).
@@ -84,7 +97,7 @@ type Options struct {
 	// AuditHMACKey is the hmac_key_file's key, for Verify (nil: none).
 	AuditHMACKey []byte
 	// Gatherer is the daemon's registry; the guard's charts and the key
-	// usage bars are sampled from it (nil: no charts).
+	// usage bars are sampled from it (nil: no charts, no usage bars).
 	Gatherer prometheus.Gatherer
 	// Logger defaults to a null logger.
 	Logger hclog.Logger
@@ -112,6 +125,13 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
+	}
+	// A nil pointer in an interface is not nil: take it for "none".
+	if w, ok := o.Audit.(*audit.Writer); ok && w == nil {
+		o.Audit = nil
+	}
+	if g, ok := o.Gatherer.(*prometheus.Registry); ok && g == nil {
+		o.Gatherer = nil
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -289,7 +309,7 @@ func (s *Server) runSampler(ctx context.Context) {
 // to write is logged (the act itself has happened).
 func (s *Server) record(r *http.Request, sess *session, action, target string, actErr error) {
 	rec := &audit.Record{Stage: audit.StageAdmin, Action: action, Target: target, Client: clientAddr(r),
-		UserAgent: r.UserAgent(), Method: r.Method, Path: r.URL.Path}
+		UserAgent: r.UserAgent()}
 	if sess != nil {
 		rec.Key, rec.Role = sess.name, keys.RoleAdmin
 	}

@@ -422,15 +422,28 @@ func TestKeyActions(t *testing.T) {
 	token := h.csrf()
 	secretRe := regexp.MustCompile(`id="secret" type="text" readonly value="(sk-[A-Za-z0-9]+)"`)
 
-	resp, body := h.post("/keys/create", url.Values{"csrf": {token}, "name": {"bob"}, "role": {"user"}, "models": {"glm-4.7-flash"}, "expires": {"30d"}, "confirm": {"yes"}}, nil)
-	m := secretRe.FindStringSubmatch(body)
-	if resp.StatusCode != http.StatusOK || m == nil {
-		t.Fatalf("create: %d, no secret shown\n%s", resp.StatusCode, body)
+	// The secret is shown once, on the GET the POST redirects to.
+	secretOnce := func(t *testing.T, what string, form url.Values) string {
+		t.Helper()
+		resp, body := h.post(form.Get("path"), form, nil)
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/keys/secret" {
+			t.Fatalf("%s: %d %s, want 303 to /keys/secret\n%s", what, resp.StatusCode, resp.Header.Get("Location"), body)
+		}
+		resp, body = h.get("/keys/secret")
+		m := secretRe.FindStringSubmatch(body)
+		if resp.StatusCode != http.StatusOK || m == nil {
+			t.Fatalf("%s: %d, no secret shown\n%s", what, resp.StatusCode, body)
+		}
+		if resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("the secret page may be cached: %q", resp.Header.Get("Cache-Control"))
+		}
+		if resp, body := h.get("/keys/secret"); resp.StatusCode != http.StatusSeeOther || strings.Contains(body, m[1]) {
+			t.Errorf("%s: the secret is shown a second time (%d)", what, resp.StatusCode)
+		}
+		return m[1]
 	}
-	if resp.Header.Get("Cache-Control") != "no-store" {
-		t.Errorf("the secret page may be cached: %q", resp.Header.Get("Cache-Control"))
-	}
-	bob := m[1]
+	bob := secretOnce(t, "create", url.Values{"path": {"/keys/create"}, "csrf": {token}, "name": {"bob"}, "role": {"user"},
+		"models": {"glm-4.7-flash"}, "expires": {"30d"}, "confirm": {"yes"}})
 	k, err := h.b.Keys().Lookup(bob, h.clock.Now())
 	if err != nil || k.Name != "bob" || k.Role != keys.RoleUser || !k.AllowsModel("glm-4.7-flash") || k.AllowsModel("other") {
 		t.Fatalf("the created key: %+v, %v", k, err)
@@ -453,13 +466,12 @@ func TestKeyActions(t *testing.T) {
 		t.Errorf("create a bad name: %d", resp.StatusCode)
 	}
 
-	resp, body = h.post("/keys/rotate", url.Values{"csrf": {token}, "name": {"bob"}, "grace": {"1h"}, "confirm": {"yes"}}, nil)
-	m = secretRe.FindStringSubmatch(body)
-	if resp.StatusCode != http.StatusOK || m == nil || m[1] == bob {
-		t.Fatalf("rotate: %d\n%s", resp.StatusCode, body)
+	rotated := secretOnce(t, "rotate", url.Values{"path": {"/keys/rotate"}, "csrf": {token}, "name": {"bob"}, "grace": {"1h"}, "confirm": {"yes"}})
+	if rotated == bob {
+		t.Fatalf("rotate kept the secret")
 	}
 	set := h.b.Keys()
-	if _, err := set.Lookup(m[1], h.clock.Now()); err != nil {
+	if _, err := set.Lookup(rotated, h.clock.Now()); err != nil {
 		t.Errorf("the rotated secret: %v", err)
 	}
 	if _, err := set.Lookup(bob, h.clock.Now()); err != nil {
@@ -469,7 +481,7 @@ func TestKeyActions(t *testing.T) {
 		t.Errorf("rotate record %+v", rec)
 	}
 
-	resp, body = h.post("/keys/revoke", url.Values{"csrf": {token}, "name": {"alice"}}, nil)
+	resp, body := h.post("/keys/revoke", url.Values{"csrf": {token}, "name": {"alice"}}, nil)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Revoke key alice?") {
 		t.Fatalf("unconfirmed revoke: %d, want the confirmation page", resp.StatusCode)
 	}

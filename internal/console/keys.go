@@ -323,9 +323,23 @@ func (s *Server) keyRevoke(w http.ResponseWriter, r *http.Request, sess *session
 	s.done(w, r, sess, "/keys", msg, err)
 }
 
-// showSecret renders a new secret once; the page is never cached and the
-// secret is kept nowhere.
+// showSecret keeps a new secret in the session for one view and sends the
+// browser to it (POST, redirect, GET: reloading the page does not repeat
+// the action).
 func (s *Server) showSecret(w http.ResponseWriter, r *http.Request, sess *session, sv *secretView) {
+	s.sessions.putSecret(sess, sv)
+	http.Redirect(w, r, "/keys/secret", http.StatusSeeOther)
+}
+
+// secretPage shows the new secret once; the page is never cached, and the
+// secret is dropped from memory as it is rendered.
+func (s *Server) secretPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	sv := s.sessions.takeSecret(sess)
+	if sv == nil {
+		s.sessions.setFlash(sess, "A new secret is shown only once; rotate the key for another.", true)
+		http.Redirect(w, r, "/keys", http.StatusSeeOther)
+		return
+	}
 	v := s.newView(r, sess, "Key "+sv.Verb)
 	v.Nav = "keys"
 	v.Secret = sv

@@ -20,6 +20,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /{$}", s.page(s.overview))
 	mux.Handle("GET /logs", s.page(s.logsPage))
 	mux.Handle("GET /keys", s.page(s.keysPage))
+	mux.Handle("GET /keys/secret", s.page(s.secretPage))
 	mux.Handle("GET /audit", s.page(s.auditPage))
 	mux.Handle("GET /live", s.live(s.liveParts))
 	mux.Handle("GET /live/logs", s.live(s.followLogs))

@@ -31,6 +31,9 @@ type session struct {
 	// flash is a one-shot message shown on the next page.
 	flash      string
 	flashError bool
+	// newSecret is a key's new secret between the POST that made it and
+	// the one GET that shows it (then it is dropped).
+	newSecret *secretView
 }
 
 type sessions struct {
@@ -157,6 +160,22 @@ func (st *sessions) takeFlash(s *session) (string, bool) {
 	msg, isErr := s.flash, s.flashError
 	s.flash, s.flashError = "", false
 	return msg, isErr
+}
+
+// putSecret keeps a new secret for the next GET /keys/secret;
+// takeSecret hands it out once.
+func (st *sessions) putSecret(s *session, sv *secretView) {
+	st.mu.Lock()
+	s.newSecret = sv
+	st.mu.Unlock()
+}
+
+func (st *sessions) takeSecret(s *session) *secretView {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	sv := s.newSecret
+	s.newSecret = nil
+	return sv
 }
 
 // count returns the number of sessions (tests).
