@@ -377,6 +377,7 @@ func FuzzReadStats(f *testing.F) {
 		f.Add(append(log, "not json\n{\"stage\":\"\"}\n{\"stage\":\"completed\",\"status\":\"x\"}"...), uint8(100))
 	}
 	f.Add([]byte(`{"stage":"completed","path":"/p","latency_ms":1e308}`+"\n"+`{"stage":"completed","path":"/p","latency_ms":1e308}`), uint8(1))
+	f.Add([]byte(`{"stage":"completed","key":"a","status":400,"policy":[{"rule":"r","action":"reject"},{"rule":"w","action":"flag"},{"rule":"w","action":"flag"}]}`+"\n"+`{"stage":"completed","policy":[{"rule":"","action":"x"}]}`), uint8(2))
 	path := filepath.Join(f.TempDir(), "audit.log")
 	f.Fuzz(func(t *testing.T, log []byte, n uint8) {
 		if err := os.WriteFile(path, log, 0o600); err != nil {

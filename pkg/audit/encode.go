@@ -34,6 +34,20 @@ func appendRecordBody(b []byte, r *Record) []byte {
 	b = appendIntField(b, "bytes_in", r.BytesIn)
 	b = appendIntField(b, "bytes_out", r.BytesOut)
 	b = appendStringField(b, "limit", r.Limit, false)
+	if len(r.Policy) > 0 {
+		b = append(b, `,"policy":[`...)
+		for i, h := range r.Policy {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"rule":`...)
+			b = appendJSONString(b, h.Rule)
+			b = append(b, `,"action":`...)
+			b = appendJSONString(b, h.Action)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
 	b = appendStringField(b, "user_agent", r.UserAgent, false)
 	b = appendStringField(b, "action", r.Action, false)
 	b = appendStringField(b, "target", r.Target, false)

@@ -38,6 +38,9 @@ func FuzzAppendRecordBody(f *testing.F) {
 			Path: path, Model: model, Stream: stream, Status: status, Error: text, PromptTokens: status,
 			LatencyMS: lat, TTFTMS: ttft, BytesIn: bytesIn, BytesOut: -bytesIn, UserAgent: text,
 			RequestBody: text + id, ResponseBody: model + text}
+		for i := range len(id) % 3 { // none, one or two policy decisions
+			r.Policy = append(r.Policy, PolicyHit{Rule: key + model[:min(i, len(model))], Action: text})
+		}
 		if y := r.Time.Year(); y < 0 || y > 9999 {
 			return
 		}

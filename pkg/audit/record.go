@@ -33,11 +33,28 @@ type Record struct {
 	BytesIn          int64     `json:"bytes_in,omitempty"`
 	BytesOut         int64     `json:"bytes_out,omitempty"`
 	Limit            string    `json:"limit,omitempty"` // which limit rejected it
-	UserAgent        string    `json:"user_agent,omitempty"`
-	Action           string    `json:"action,omitempty"` // admin records: what was done
-	Target           string    `json:"target,omitempty"` // admin records: to what
-	RequestBody      string    `json:"request_body,omitempty"`
-	ResponseBody     string    `json:"response_body,omitempty"`
-	Prev             string    `json:"prev"`
-	Hash             string    `json:"hash"`
+	// Policy lists the request policy's decisions: every rule that
+	// matched, with its action (reject or flag), in the policy's order.
+	Policy       []PolicyHit `json:"policy,omitempty"`
+	UserAgent    string      `json:"user_agent,omitempty"`
+	Action       string      `json:"action,omitempty"` // admin records: what was done
+	Target       string      `json:"target,omitempty"` // admin records: to what
+	RequestBody  string      `json:"request_body,omitempty"`
+	ResponseBody string      `json:"response_body,omitempty"`
+	Prev         string      `json:"prev"`
+	Hash         string      `json:"hash"`
+}
+
+// Policy actions of a PolicyHit.
+const (
+	PolicyReject = "reject" // the request was refused (400) for this rule
+	PolicyFlag   = "flag"   // the request was served, marked
+)
+
+// PolicyHit is one decision of the request policy: a rule (or built-in
+// check such as max_tokens) that matched the request, and what it did.
+// Never the matched text.
+type PolicyHit struct {
+	Rule   string `json:"rule"`
+	Action string `json:"action"` // reject | flag
 }

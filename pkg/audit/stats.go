@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"text/tabwriter"
@@ -31,6 +32,7 @@ type StatsReport struct {
 	Errors     int      `json:"errors"`     // status >= 500, or an error without a status
 	ErrorRate  float64  `json:"error_rate"` // Errors / Requests
 	Rejected   int      `json:"rejected"`   // refused by the guard (4xx or a limit)
+	Flagged    int      `json:"flagged"`    // served, but marked by a policy rule
 	Unfinished int      `json:"unfinished"` // received with no completed record (in flight or crash)
 	Admin      int      `json:"admin"`
 
@@ -38,11 +40,14 @@ type StatsReport struct {
 	Keys       map[string]*KeyStats  `json:"keys"`
 	Models     map[string]int        `json:"models"`
 	Statuses   map[string]int        `json:"statuses"`
-	Rejections map[string]int        `json:"rejections"` // by reason: auth, forbidden, size, bad_request, not_found, limit:<name>
-	Actions    map[string]int        `json:"actions"`    // admin records by action
-	LatencyMS  Percentiles           `json:"latency_ms"`
-	TTFTMS     Percentiles           `json:"ttft_ms"`
-	TopClients []ClientCount         `json:"top_clients"`
+	Rejections map[string]int        `json:"rejections"` // by reason: auth, forbidden, size, bad_request, not_found, limit:<name>, policy:<rule>
+	// Policy counts the requests each policy rule (or built-in check)
+	// flagged or rejected, in all and by key.
+	Policy     map[string]*PolicyStats `json:"policy"`
+	Actions    map[string]int          `json:"actions"` // admin records by action
+	LatencyMS  Percentiles             `json:"latency_ms"`
+	TTFTMS     Percentiles             `json:"ttft_ms"`
+	TopClients []ClientCount           `json:"top_clients"`
 
 	clients  map[string]int
 	pending  map[string]bool
@@ -64,9 +69,34 @@ type PathStats struct {
 type KeyStats struct {
 	Requests         int `json:"requests"`
 	Rejected         int `json:"rejected"`
+	Flagged          int `json:"flagged"` // served, but marked by a policy rule
 	Errors           int `json:"errors"`
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
+}
+
+// PolicyStats counts one policy rule's decisions: requests it flagged
+// (served, marked) and rejected, in all and by key name ("" for requests
+// without a key).
+type PolicyStats struct {
+	PolicyCount
+	Keys map[string]*PolicyCount `json:"keys"`
+}
+
+// PolicyCount is a count of policy decisions.
+type PolicyCount struct {
+	Flagged  int `json:"flagged"`
+	Rejected int `json:"rejected"`
+}
+
+// add counts one decision.
+func (c *PolicyCount) add(action string) {
+	switch action {
+	case PolicyFlag:
+		c.Flagged++
+	case PolicyReject:
+		c.Rejected++
+	}
 }
 
 // Percentiles of a distribution (nearest rank); zero when no sample.
@@ -96,6 +126,7 @@ func ReadStats(files []string, since time.Time) (*StatsReport, error) {
 		Files: files, Since: since,
 		Paths: map[string]*PathStats{}, Keys: map[string]*KeyStats{}, Models: map[string]int{},
 		Statuses: map[string]int{}, Rejections: map[string]int{}, Actions: map[string]int{},
+		Policy:  map[string]*PolicyStats{},
 		clients: map[string]int{}, pending: map[string]bool{}, TopClients: []ClientCount{},
 	}
 	for _, f := range files {
@@ -207,12 +238,46 @@ func (s *StatsReport) add(r *Record) {
 		s.Errors++
 		k.Errors++
 	}
+	s.addPolicy(r, k)
+}
+
+// addPolicy counts the policy decisions of a completed record, each rule
+// and action once per request.
+func (s *StatsReport) addPolicy(r *Record, k *KeyStats) {
+	flagged := false
+	for i, h := range r.Policy {
+		if h.Action != PolicyFlag && h.Action != PolicyReject || slices.Contains(r.Policy[:i], h) {
+			continue
+		}
+		flagged = flagged || h.Action == PolicyFlag
+		ps := s.Policy[h.Rule]
+		if ps == nil {
+			ps = &PolicyStats{Keys: map[string]*PolicyCount{}}
+			s.Policy[h.Rule] = ps
+		}
+		ps.add(h.Action)
+		pk := ps.Keys[r.Key]
+		if pk == nil {
+			pk = &PolicyCount{}
+			ps.Keys[r.Key] = pk
+		}
+		pk.add(h.Action)
+	}
+	if flagged {
+		s.Flagged++
+		k.Flagged++
+	}
 }
 
 // rejection names why the guard refused a request, or "".
 func rejection(r *Record) string {
 	if r.Limit != "" {
 		return "limit:" + r.Limit
+	}
+	for _, h := range r.Policy {
+		if h.Action == PolicyReject && r.Status >= 400 && r.Status < 500 {
+			return "policy:" + h.Rule
+		}
 	}
 	switch r.Status {
 	case 400:
@@ -294,8 +359,8 @@ func (s *StatsReport) WriteText(out io.Writer) error {
 	} else {
 		p("records from %s to %s\n", s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339))
 	}
-	p("requests %d\terrors %d (%.2f%%)\trejected %d\tunfinished %d\tadmin %d\n\n",
-		s.Requests, s.Errors, 100*s.ErrorRate, s.Rejected, s.Unfinished, s.Admin)
+	p("requests %d\terrors %d (%.2f%%)\trejected %d\tflagged %d\tunfinished %d\tadmin %d\n\n",
+		s.Requests, s.Errors, 100*s.ErrorRate, s.Rejected, s.Flagged, s.Unfinished, s.Admin)
 	p("PATH\tCALLS\tAVG ms\tMAX ms\tMIN ms\n")
 	for _, k := range sortedKeys(s.Paths) {
 		v := s.Paths[k]
@@ -326,6 +391,20 @@ func (s *StatsReport) WriteText(out io.Writer) error {
 	section("REJECTED BY", s.Rejections)
 	section("MODEL", s.Models)
 	section("ADMIN ACTION", s.Actions)
+	if len(s.Policy) > 0 {
+		p("\nPOLICY RULE\tKEY\tFLAGGED\tREJECTED\n")
+		for _, rule := range sortedKeys(s.Policy) {
+			ps := s.Policy[rule]
+			p("%s\t(all)\t%d\t%d\n", rule, ps.Flagged, ps.Rejected)
+			for _, key := range sortedKeys(ps.Keys) {
+				c, name := ps.Keys[key], key
+				if name == "" {
+					name = "(none)"
+				}
+				p("%s\t%s\t%d\t%d\n", rule, name, c.Flagged, c.Rejected)
+			}
+		}
+	}
 	if len(s.TopClients) > 0 {
 		p("\nTOP CLIENTS\tREQUESTS\n")
 		for _, c := range s.TopClients {

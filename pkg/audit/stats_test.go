@@ -158,3 +158,73 @@ func TestReadStatsDamagedFile(t *testing.T) {
 		t.Fatal("a missing file must be an error")
 	}
 }
+
+// TestReadStatsPolicy: flagged and rejected requests are counted per rule
+// and key, each rule once per request, from completed records only.
+func TestReadStatsPolicy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	flag := func(rule string) PolicyHit { return PolicyHit{Rule: rule, Action: PolicyFlag} }
+	reject := func(rule string) PolicyHit { return PolicyHit{Rule: rule, Action: PolicyReject} }
+	recs := []Record{
+		{Stage: StageReceived, RequestID: "1", Key: "alice", Policy: []PolicyHit{flag("watchlist")}},
+		{Stage: StageCompleted, RequestID: "1", Key: "alice", Status: 200, Policy: []PolicyHit{flag("watchlist"), flag("watchlist")}},
+		{Stage: StageCompleted, RequestID: "2", Key: "alice", Status: 400, Policy: []PolicyHit{flag("watchlist"), reject("no-credentials")}},
+		{Stage: StageCompleted, RequestID: "3", Key: "bob", Status: 400, Policy: []PolicyHit{reject("max_tokens")}},
+		{Stage: StageCompleted, RequestID: "4", Key: "bob", Status: 200, Policy: []PolicyHit{flag("watchlist")}},
+		{Stage: StageCompleted, RequestID: "5", Key: "bob", Status: 200},
+	}
+	var buf bytes.Buffer
+	for i := range recs {
+		recs[i].Time = time.Now().UTC()
+		b, err := json.Marshal(&recs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.Write(append(b, '\n'))
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ReadStats([]string{path}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(f, r int) PolicyCount { return PolicyCount{Flagged: f, Rejected: r} }
+	want := map[string]map[string]PolicyCount{
+		"watchlist":      {"": count(3, 0), "alice": count(2, 0), "bob": count(1, 0)},
+		"no-credentials": {"": count(0, 1), "alice": count(0, 1)},
+		"max_tokens":     {"": count(0, 1), "bob": count(0, 1)},
+	}
+	if len(s.Policy) != len(want) {
+		t.Fatalf("policy rules %v, want %d", s.Policy, len(want))
+	}
+	for rule, keys := range want {
+		ps := s.Policy[rule]
+		if ps == nil || ps.PolicyCount != keys[""] || len(ps.Keys) != len(keys)-1 {
+			t.Fatalf("rule %q: %+v, want %v", rule, ps, keys)
+		}
+		for k, c := range keys {
+			if k != "" && *ps.Keys[k] != c {
+				t.Errorf("rule %q key %q: %+v, want %+v", rule, k, *ps.Keys[k], c)
+			}
+		}
+	}
+	if s.Flagged != 3 || s.Keys["alice"].Flagged != 2 || s.Keys["bob"].Flagged != 1 || s.Rejected != 2 {
+		t.Errorf("flagged %d (alice %d, bob %d), rejected %d", s.Flagged, s.Keys["alice"].Flagged, s.Keys["bob"].Flagged, s.Rejected)
+	}
+	if s.Rejections["policy:no-credentials"] != 1 || s.Rejections["policy:max_tokens"] != 1 {
+		t.Errorf("rejections %v", s.Rejections)
+	}
+	var text bytes.Buffer
+	if err := s.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"POLICY RULE", "watchlist       (all)  3", "watchlist       alice  2", "no-credentials  alice  0        1"} {
+		if !strings.Contains(text.String(), line) {
+			t.Errorf("text lacks %q:\n%s", line, text.String())
+		}
+	}
+	if got := FormatRecord(&recs[2]); !strings.Contains(got, "policy=watchlist:flag policy=no-credentials:reject") {
+		t.Errorf("FormatRecord = %q", got)
+	}
+}

@@ -206,6 +206,9 @@ func FormatRecord(r *Record) string {
 	if r.Limit != "" {
 		add("limit=" + r.Limit)
 	}
+	for _, h := range r.Policy {
+		add("policy=" + h.Rule + ":" + h.Action)
+	}
 	if r.Error != "" {
 		add(fmt.Sprintf("error=%q", r.Error))
 	}
