@@ -57,6 +57,9 @@ func startBrowser(t *testing.T) *browser {
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
+		// It only visits the test's own loopback server; the sandbox would
+		// need user namespaces, which CI containers often lack.
+		chromedp.NoSandbox,
 		chromedp.WindowSize(1280, 900),
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.Flag("lang", "en-US"),
