@@ -148,8 +148,13 @@ type Guard struct {
 	HeaderTimeout               time.Duration // request line + headers (default 10s)
 	BodyTimeout                 time.Duration // whole request body after the headers (default 30s)
 	IdleTimeout                 time.Duration // keep-alive wait for the next request (default 60s)
-	Global                      *GlobalLimits // nil: no global limit
-	TLS                         *TLS
+	// UpstreamHeaderTimeout bounds the wait for the model server's answer
+	// headers (default 5m: a non-stream answer sends them only once the
+	// whole completion is done); past it the request gets 504 and the
+	// upstream counts as hung for a few seconds (new requests: 503).
+	UpstreamHeaderTimeout time.Duration
+	Global                *GlobalLimits // nil: no global limit
+	TLS                   *TLS
 }
 
 // GlobalLimits apply to all requests together.

@@ -88,6 +88,7 @@ audit {
 			Global:           &GlobalLimits{},
 
 			LimitsStoreFailure:          "closed",
+			UpstreamHeaderTimeout:       5 * time.Minute,
 			MaxUnauthenticatedPerClient: 256,
 			HeaderTimeout:               10 * time.Second,
 			BodyTimeout:                 30 * time.Second,
@@ -191,6 +192,7 @@ func TestFullConfig(t *testing.T) {
 
 			MaxConnections:              2000,
 			LimitsStoreFailure:          "closed",
+			UpstreamHeaderTimeout:       5 * time.Minute,
 			MaxUnauthenticatedPerClient: 8,
 			HeaderTimeout:               5 * time.Second,
 			BodyTimeout:                 20 * time.Second,

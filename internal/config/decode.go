@@ -34,6 +34,8 @@ const (
 	DefaultHeaderTimeout      = 10 * time.Second
 	DefaultBodyTimeout        = 30 * time.Second
 	DefaultIdleTimeout        = 60 * time.Second
+	// DefaultUpstreamHeaderTimeout bounds the wait for the model's answer.
+	DefaultUpstreamHeaderTimeout = 5 * time.Minute
 	// DefaultMaxModelLen caps max_tokens when the guard's program names no
 	// --max-model-len.
 	DefaultMaxModelLen    = 1 << 20
@@ -331,6 +333,7 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 		HeaderTimeout:               DefaultHeaderTimeout,
 		BodyTimeout:                 DefaultBodyTimeout,
 		IdleTimeout:                 DefaultIdleTimeout,
+		UpstreamHeaderTimeout:       DefaultUpstreamHeaderTimeout,
 	}
 	if s.str("listen", &g.Listen) {
 		checkListen(s, "listen", g.Listen)
@@ -375,6 +378,7 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 	s.duration("header_timeout", &g.HeaderTimeout, false)
 	s.duration("body_timeout", &g.BodyTimeout, false)
 	s.duration("idle_timeout", &g.IdleTimeout, false)
+	s.duration("upstream_header_timeout", &g.UpstreamHeaderTimeout, false)
 	if rngs, ok := s.strList("trusted_proxies", &g.TrustedProxies); ok {
 		for i, tp := range g.TrustedProxies {
 			if _, err := netip.ParsePrefix(tp); err == nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/glmctl/glmctl/internal/config"
 )
@@ -93,5 +94,27 @@ func TestAuditFailureLoggedOnce(t *testing.T) {
 	}
 	if n := strings.Count(h.logs.String(), "audit log writable again"); n != 1 {
 		t.Fatalf("%d recovery lines, want 1", n)
+	}
+}
+
+// TestHungUpstreamRefusedAtOnce (issue 15): an upstream that takes requests
+// and answers none gets a 504 after upstream_header_timeout, and then new
+// requests are refused at once (503 + Retry-After) instead of piling up.
+func TestHungUpstreamRefusedAtOnce(t *testing.T) {
+	h := newHarness(t, func(cfg *config.Guard, _ *harness) { cfg.UpstreamHeaderTimeout = 300 * time.Millisecond })
+	resp, body := h.do(t, "POST", "/v1/chat/completions", keyUser2, chatBody("hold", 5, false))
+	if resp.StatusCode != http.StatusGatewayTimeout || errorBody(t, body).Code != codeUpstreamTimeout {
+		t.Fatalf("hung upstream: %d %s", resp.StatusCode, body)
+	}
+	held := h.up.hits.Load()
+	resp, body = h.do(t, "POST", "/v1/chat/completions", keyUser2, chatBody("glm-4.7-flash", 5, false))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("after a hang: %d %s, want 503 at once", resp.StatusCode, body)
+	}
+	if h.up.hits.Load() != held {
+		t.Fatal("a request was sent to the hung upstream")
+	}
+	if n := strings.Count(h.logs.String(), "sent no answer in time"); n != 1 {
+		t.Fatalf("hang logged %d times", n)
 	}
 }

@@ -108,6 +108,8 @@ type Guard struct {
 	// auditState turns audit failures into one log line per change of
 	// state and a periodic summary, not a line per refused request.
 	auditState auditHealth
+	// hung is set when the upstream sent no answer in time.
+	hung hungMark
 
 	reload     sync.Mutex // serialises reloads; guards files and tlsSums
 	files      map[string]*FileState

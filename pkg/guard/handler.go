@@ -266,6 +266,12 @@ func (g *Guard) authorizeModel(x *exchange, w *recorder, r *http.Request) bool {
 
 // checkReady refuses requests while the model is loading or restarting.
 func (g *Guard) checkReady(x *exchange, w *recorder, r *http.Request) bool {
+	if g.hung.isHung() {
+		w.Header().Set("Retry-After", strconv.Itoa(int(hungFor.Seconds())))
+		g.refuse(w, r, x, http.StatusServiceUnavailable, typeServer, codeNotReady, "not_ready",
+			"The model server is not answering; try again shortly.")
+		return false
+	}
 	if g.ready == nil || g.ready(x.s.program) {
 		return true
 	}

@@ -80,10 +80,22 @@ func (g *Guard) outbound(r *http.Request, x *exchange) *http.Request {
 // filtered, a stream event by event (flushed as each read from upstream
 // completes), a JSON answer read for its usage on the way.
 func (g *Guard) proxy(w *recorder, r *http.Request, x *exchange) {
-	resp, err := g.upstream.do(r.Context(), g.outbound(r, x), x.body)
+	resp, err := g.upstream.do(r.Context(), g.outbound(r, x), x.body, x.s.upstreamHeaderTimeout)
 	if err != nil {
 		if r.Context().Err() != nil {
 			x.errMsg = "client_closed"
+			return
+		}
+		if errors.Is(err, errHeaderTimeout) {
+			// The model server takes requests but answers none: new
+			// requests are refused at once for a while (checkReady), not
+			// piled onto it.
+			if g.hung.markHung(hungFor) {
+				g.log.Warn("the model server sent no answer in time: new requests get 503 for a while", "timeout", x.s.upstreamHeaderTimeout.String())
+			}
+			x.errMsg = codeUpstreamTimeout
+			w.Header().Set("Retry-After", strconv.Itoa(int(hungFor.Seconds())))
+			writeError(w, http.StatusGatewayTimeout, typeServer, codeUpstreamTimeout, "The model server did not answer in time; try again shortly.")
 			return
 		}
 		g.log.Warn("upstream unreachable", "request_id", x.id, "error", err)

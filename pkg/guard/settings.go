@@ -37,6 +37,8 @@ type settings struct {
 	// maxConns and maxUnauth are the connection caps (see conns.go).
 	maxConns, maxUnauth int
 	drainTimeout        time.Duration
+	// upstreamHeaderTimeout bounds the wait for the upstream's headers.
+	upstreamHeaderTimeout time.Duration
 }
 
 // FileState is what the guard knows of one file it loads (keys, limits, TLS
@@ -87,6 +89,8 @@ func (g *Guard) staticSettings(cfg *config.Guard) (*settings, error) {
 		bodyTimeout:  cfg.BodyTimeout,
 		maxUnauth:    cfg.MaxUnauthenticatedPerClient,
 		drainTimeout: cfg.DrainTimeout,
+
+		upstreamHeaderTimeout: cfg.UpstreamHeaderTimeout,
 		inspect: inspectLimits{
 			defaultMaxTokens: int64(cfg.DefaultMaxTokens),
 			maxModelLen:      int64(cfg.MaxModelLen),
@@ -103,6 +107,9 @@ func (g *Guard) staticSettings(cfg *config.Guard) (*settings, error) {
 	}
 	if s.bodyTimeout <= 0 {
 		s.bodyTimeout = config.DefaultBodyTimeout
+	}
+	if s.upstreamHeaderTimeout <= 0 {
+		s.upstreamHeaderTimeout = config.DefaultUpstreamHeaderTimeout
 	}
 	if s.maxUnauth <= 0 {
 		s.maxUnauth = config.DefaultMaxUnauthPerClient

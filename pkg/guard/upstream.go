@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -122,13 +123,13 @@ func (u *upstreamClient) closeIdle() {
 // end). A request that fails on a reused connection before any byte of an
 // answer arrived (the upstream closed it while idle) is sent again once on
 // a new connection: its body is in memory.
-func (u *upstreamClient) do(ctx context.Context, req *http.Request, body []byte) (*http.Response, error) {
+func (u *upstreamClient) do(ctx context.Context, req *http.Request, body []byte, headerTimeout time.Duration) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		pc, err := u.get(ctx)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := u.roundTrip(ctx, pc, req, body)
+		resp, err := u.roundTrip(ctx, pc, req, body, headerTimeout)
 		if err == nil {
 			return resp, nil
 		}
@@ -136,7 +137,7 @@ func (u *upstreamClient) do(ctx context.Context, req *http.Request, body []byte)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !pc.reused || attempt > 0 || !staleConn(err) {
+		if errors.Is(err, errHeaderTimeout) || !pc.reused || attempt > 0 || !staleConn(err) {
 			return nil, err
 		}
 	}
@@ -149,7 +150,10 @@ func staleConn(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Request, body []byte) (*http.Response, error) {
+// errHeaderTimeout: the upstream sent no answer headers in time.
+var errHeaderTimeout = errors.New("the model server sent no answer in time")
+
+func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Request, body []byte, headerTimeout time.Duration) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
 	if err := writeRequest(pc.c, u.host, req, body); err != nil {
 		stop()
@@ -157,16 +161,24 @@ func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Re
 	}
 	var resp *http.Response
 	var err error
+	_ = pc.c.SetReadDeadline(time.Now().Add(headerTimeout))
 	for {
 		resp, err = http.ReadResponse(pc.br, req)
 		if err != nil {
 			stop()
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+				return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, headerTimeout)
+			}
 			return nil, fmt.Errorf("read answer: %w", err)
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
 		_ = resp.Body.Close() // 1xx: the real answer follows
+	}
+	if ctx.Err() == nil {
+		_ = pc.c.SetReadDeadline(time.Time{}) // the body (a stream) has no deadline
 	}
 	resp.Body = &upBody{rc: resp.Body, u: u, pc: pc, stop: stop, keep: !resp.Close}
 	return resp, nil
@@ -251,3 +263,19 @@ func (b *upBody) Close() error {
 	b.u.discard(b.pc)
 	return nil
 }
+
+// hungFor is how long an upstream that sent no answer in time is refused
+// new requests (then one gets through and tells).
+const hungFor = 5 * time.Second
+
+// hungMark remembers until when the upstream counts as hung.
+type hungMark struct{ until atomic.Int64 }
+
+// markHung marks the upstream hung for d; true when it was not already.
+func (h *hungMark) markHung(d time.Duration) bool {
+	now := time.Now()
+	was := h.until.Swap(now.Add(d).UnixNano())
+	return was < now.UnixNano()
+}
+
+func (h *hungMark) isHung() bool { return time.Now().UnixNano() < h.until.Load() }
