@@ -18,6 +18,7 @@ type Config struct {
 	Log      Log
 	Control  Control
 	Metrics  *Metrics // nil: no metrics listener
+	Console  *Console // nil: no web console
 	GPU      *GPU     // nil: no GPU checks
 	Programs []*Program
 	Guard    *Guard  // nil: no guard listener
@@ -38,6 +39,11 @@ type Log struct {
 // Control configures the control socket the CLI talks to.
 type Control struct {
 	Socket string // default /run/glmctl/glmctl.sock
+}
+
+// Console configures the web console (internal/console).
+type Console struct {
+	Listen string // default 127.0.0.1:9402
 }
 
 // Metrics configures the Prometheus listener.

@@ -19,6 +19,7 @@ import (
 const (
 	DefaultControlSocket = "/run/glmctl/glmctl.sock"
 	DefaultMetricsListen = "127.0.0.1:9400"
+	DefaultConsoleListen = "127.0.0.1:9402"
 	DefaultGuardListen   = "127.0.0.1:8000"
 	DefaultKeysFile      = "/etc/glmctl/api_keys.json"
 	DefaultAuditPath     = "/var/log/glmctl/audit.log"
@@ -90,6 +91,7 @@ type decoder struct {
 	// guardUpstream and metricsListen are where those attributes are.
 	guardUpstream hcl.Range
 	metricsListen hcl.Range
+	consoleListen hcl.Range
 	gpuCount      hcl.Range
 }
 
@@ -108,6 +110,17 @@ func (d *decoder) decode(top *section) *Config {
 		s := top.child(b, "control")
 		if s.str("socket", &cfg.Control.Socket) && cfg.Control.Socket == "" {
 			s.c.at(b.Body.Attributes["socket"].Expr.Range(), "control socket must not be empty: write socket = %q", DefaultControlSocket)
+		}
+		s.finish(nil)
+	}
+	if b := top.block("console"); b != nil {
+		s := top.child(b, "console")
+		cfg.Console = &Console{Listen: DefaultConsoleListen}
+		if s.str("listen", &cfg.Console.Listen) {
+			checkListen(s, "listen", cfg.Console.Listen)
+			d.consoleListen = s.body.Attributes["listen"].Expr.Range()
+		} else {
+			d.consoleListen = b.TypeRange
 		}
 		s.finish(nil)
 	}

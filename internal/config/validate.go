@@ -115,6 +115,11 @@ func (d *decoder) warnings(cfg *Config) {
 	if g := cfg.Guard; g != nil && (strings.HasPrefix(g.Upstream, "http://") || strings.HasPrefix(g.Upstream, "https://")) {
 		d.warn.at(d.guardUpstream, "guard upstream %q is a TCP port: any local user can reach the model there, around the guard; run vLLM with --uds in a directory only glmctl and vLLM's user can enter, and write upstream = \"unix:///run/glmctl/vllm/vllm.sock\"", g.Upstream)
 	}
+	if c := cfg.Console; c != nil {
+		if host, _, err := net.SplitHostPort(c.Listen); err == nil && !IsLoopback(host) {
+			d.warn.at(d.consoleListen, "console listen %q is reachable beyond this machine without TLS: admin keys and session cookies would cross the network in clear; listen on 127.0.0.1 and reach it through an SSH tunnel or a TLS proxy", c.Listen)
+		}
+	}
 	if m := cfg.Metrics; m != nil && m.BearerTokenFile == "" {
 		if host, _, err := net.SplitHostPort(m.Listen); err == nil && !IsLoopback(host) {
 			d.warn.at(d.metricsListen, "metrics listen %q is reachable beyond this machine without a bearer token: /metrics names keys and models; listen on 127.0.0.1 or set bearer_token_file", m.Listen)

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/console"
 	"github.com/glmctl/glmctl/internal/control"
 	"github.com/glmctl/glmctl/internal/gpu"
 	"github.com/glmctl/glmctl/pkg/audit"
@@ -70,6 +71,7 @@ type Daemon struct {
 	guard   *guard.Guard
 	control *control.Server
 	metrics *metricsServer
+	console *console.Server // nil: no console block
 	notify  *notifier
 }
 
@@ -93,8 +95,8 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		d.reloads.Record(cfg.Path, true)
 	}
 
+	var hmacKey []byte
 	if cfg.Audit != nil {
-		var hmacKey []byte
 		if cfg.Audit.HMACKeyFile != "" {
 			k, err := audit.ReadHMACKey(cfg.Audit.HMACKeyFile)
 			if err != nil {
@@ -165,6 +167,10 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		}
 		d.metrics = m
 	}
+	if err := d.newConsole(hmacKey); err != nil {
+		d.closeAudit()
+		return nil, fmt.Errorf("console: %w", err)
+	}
 	d.control = control.NewServer(cfg.Control.Socket, &backend{d: d}, d.logger.Named("control"))
 	d.notify = newNotifier(d.logger)
 	return d, nil
@@ -214,6 +220,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if d.console != nil {
+		if err := d.console.Listen(); err != nil {
+			return fmt.Errorf("console listen: %w", err)
+		}
+	}
 
 	// Programs run under their own context: on shutdown the listeners stop
 	// (the guard drains) before the programs are stopped.
@@ -228,6 +239,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if d.guard != nil {
 		g.Go(func() error { return d.guard.Run(gctx) })
+	}
+	if d.console != nil {
+		g.Go(func() error { return d.console.Run(gctx) })
 	}
 	g.Go(func() error { return d.handleSignals(gctx) })
 	if d.gpus != nil {
@@ -431,6 +445,7 @@ func restartOnly(old, next *config.Config) []string {
 	add(old.Log.Format != next.Log.Format, "log.format")
 	add(old.Control != next.Control, "control.socket")
 	add((old.Metrics == nil) != (next.Metrics == nil) || (old.Metrics != nil && *old.Metrics != *next.Metrics), "metrics")
+	add((old.Console == nil) != (next.Console == nil) || (old.Console != nil && *old.Console != *next.Console), "console")
 	add((old.Audit == nil) != (next.Audit == nil) || (old.Audit != nil && *old.Audit != *next.Audit), "audit")
 	add((old.GPU == nil) != (next.GPU == nil) || (old.GPU != nil && *old.GPU != *next.GPU), "gpu")
 	add((old.Guard == nil) != (next.Guard == nil), "guard (added or removed)")

@@ -300,3 +300,30 @@ func freePort(t *testing.T) string {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port
 }
+
+// TestConsoleServed: a console block gives a web console on its own
+// listener, bound before READY, sign-in first.
+func TestConsoleServed(t *testing.T) {
+	up := newModelsUpstream(t)
+	g := startGuardDaemon(t, func(dir string) string {
+		return guardConfig(dir, "127.0.0.1:0", up, "") + "\nconsole {\n  listen = \"127.0.0.1:0\"\n}\n"
+	})
+	if g.d.console == nil || g.d.console.Addr() == nil {
+		t.Fatal("no console listening")
+	}
+	resp, err := http.Get("http://" + g.d.console.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 && resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("console: %d", resp.StatusCode)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src") {
+		t.Fatalf("no CSP on the console: %q", csp)
+	}
+	if !strings.Contains(strings.ToLower(string(body)), "sign in") {
+		t.Fatalf("the console did not ask to sign in:\n%s", body)
+	}
+}

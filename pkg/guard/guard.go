@@ -266,6 +266,15 @@ func (g *Guard) LimitsStore() (desc string, up bool) {
 	return g.shared.String(), g.shared.Up()
 }
 
+// Keys returns the keys in force (they follow every reload).
+func (g *Guard) Keys() *keys.Set { return g.snap.Load().keys }
+
+// FilePaths returns the keys and limits file paths in force ("" when none).
+func (g *Guard) FilePaths() (keysFile, limitsFile string) {
+	cfg := g.snap.Load().cfg
+	return cfg.KeysFile, cfg.LimitsFile
+}
+
 // MaxConnections is the cap on open client connections in force.
 func (g *Guard) MaxConnections() int { return g.snap.Load().maxConns }
 
