@@ -4,6 +4,10 @@ package audit
 
 import "time"
 
+// ErrorIncomplete is the error of a completed record whose answer the model
+// server cut (its status is that of the answer's start, often 200).
+const ErrorIncomplete = "incomplete"
+
 // Stages of a record.
 const (
 	StageReceived  = "received"  // the guard saw the request (before forwarding)

@@ -27,14 +27,19 @@ type StatsReport struct {
 	BadSamples []string  `json:"bad_samples,omitempty"` // file:line of the first few
 	// BadFiles are files damaged part-way (a corrupt or cut .gz, a read
 	// error): "file: why". Their records before the damage are counted.
-	BadFiles   []string `json:"bad_files,omitempty"`
-	Requests   int      `json:"requests"`
-	Errors     int      `json:"errors"`     // status >= 500, or an error without a status
-	ErrorRate  float64  `json:"error_rate"` // Errors / Requests
-	Rejected   int      `json:"rejected"`   // refused by the guard (4xx or a limit)
-	Flagged    int      `json:"flagged"`    // served, but marked by a policy rule
-	Unfinished int      `json:"unfinished"` // received with no completed record (in flight or crash)
-	Admin      int      `json:"admin"`
+	BadFiles []string `json:"bad_files,omitempty"`
+	Requests int      `json:"requests"`
+	Errors   int      `json:"errors"` // failed for the client: ServerErrors + Cut
+	// ServerErrors are answers with status >= 500 (or an error without a
+	// status); Cut are answers that began (status 2xx) but ended early
+	// because the model server cut them (error "incomplete").
+	ServerErrors int     `json:"server_errors"`
+	Cut          int     `json:"cut"`
+	ErrorRate    float64 `json:"error_rate"` // Errors / Requests
+	Rejected     int     `json:"rejected"`   // refused by the guard (4xx or a limit)
+	Flagged      int     `json:"flagged"`    // served, but marked by a policy rule
+	Unfinished   int     `json:"unfinished"` // received with no completed record (in flight or crash)
+	Admin        int     `json:"admin"`
 
 	Paths      map[string]*PathStats `json:"paths"`
 	Keys       map[string]*KeyStats  `json:"keys"`
@@ -70,7 +75,8 @@ type KeyStats struct {
 	Requests         int `json:"requests"`
 	Rejected         int `json:"rejected"`
 	Flagged          int `json:"flagged"` // served, but marked by a policy rule
-	Errors           int `json:"errors"`
+	Errors           int `json:"errors"`  // 5xx and cut answers
+	Cut              int `json:"cut"`
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 }
@@ -117,18 +123,23 @@ type ClientCount struct {
 // topClients is how many clients the report lists.
 const topClients = 10
 
-// ReadStats summarises the records of files (plain or .gz, any order) with
-// a time at or after since (zero: all). Lines that are not records are
-// counted, never fatal, and so is a file damaged part-way (BadFiles); a file
-// that cannot be opened (missing, permission) is an error.
-func ReadStats(files []string, since time.Time) (*StatsReport, error) {
-	s := &StatsReport{
+// newStatsReport is an empty report.
+func newStatsReport(files []string, since time.Time) *StatsReport {
+	return &StatsReport{
 		Files: files, Since: since,
 		Paths: map[string]*PathStats{}, Keys: map[string]*KeyStats{}, Models: map[string]int{},
 		Statuses: map[string]int{}, Rejections: map[string]int{}, Actions: map[string]int{},
 		Policy:  map[string]*PolicyStats{},
 		clients: map[string]int{}, pending: map[string]bool{}, TopClients: []ClientCount{},
 	}
+}
+
+// ReadStats summarises the records of files (plain or .gz, any order) with
+// a time at or after since (zero: all). Lines that are not records are
+// counted, never fatal, and so is a file damaged part-way (BadFiles); a file
+// that cannot be opened (missing, permission) is an error.
+func ReadStats(files []string, since time.Time) (*StatsReport, error) {
+	s := newStatsReport(files, since)
 	for _, f := range files {
 		err := s.readFile(f)
 		switch {
@@ -236,7 +247,15 @@ func (s *StatsReport) add(r *Record) {
 		s.Rejections[reason]++
 	} else if r.Status >= 500 || (r.Status == 0 && r.Error != "") {
 		s.Errors++
+		s.ServerErrors++
 		k.Errors++
+	} else if r.Error == ErrorIncomplete {
+		// A stream the model server cut: the client got 200 and half an
+		// answer. A failure for the operator, counted apart from 5xx.
+		s.Errors++
+		s.Cut++
+		k.Errors++
+		k.Cut++
 	}
 	s.addPolicy(r, k)
 }
@@ -359,8 +378,8 @@ func (s *StatsReport) WriteText(out io.Writer) error {
 	} else {
 		p("records from %s to %s\n", s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339))
 	}
-	p("requests %d\terrors %d (%.2f%%)\trejected %d\tflagged %d\tunfinished %d\tadmin %d\n\n",
-		s.Requests, s.Errors, 100*s.ErrorRate, s.Rejected, s.Flagged, s.Unfinished, s.Admin)
+	p("requests %d\terrors %d (%.2f%%: %d 5xx, %d cut)\trejected %d\tflagged %d\tunfinished %d\tadmin %d\n\n",
+		s.Requests, s.Errors, 100*s.ErrorRate, s.ServerErrors, s.Cut, s.Rejected, s.Flagged, s.Unfinished, s.Admin)
 	p("PATH\tCALLS\tAVG ms\tMAX ms\tMIN ms\n")
 	for _, k := range sortedKeys(s.Paths) {
 		v := s.Paths[k]

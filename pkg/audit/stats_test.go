@@ -228,3 +228,29 @@ func TestReadStatsPolicy(t *testing.T) {
 		t.Errorf("FormatRecord = %q", got)
 	}
 }
+
+// TestStatsCountsCutStreams (issue 15): a completed record with status 200
+// and error "incomplete" (a stream the model server cut) is a failure, shown
+// apart from 5xx.
+func TestStatsCountsCutStreams(t *testing.T) {
+	s := newStatsReport(nil, time.Time{})
+	for _, r := range []Record{
+		{Stage: StageCompleted, RequestID: "a", Key: "k", Path: "/v1/chat/completions", Status: 200},
+		{Stage: StageCompleted, RequestID: "b", Key: "k", Path: "/v1/chat/completions", Status: 200, Error: ErrorIncomplete},
+		{Stage: StageCompleted, RequestID: "c", Key: "k", Path: "/v1/chat/completions", Status: 502, Error: "upstream_unavailable"},
+	} {
+		s.add(&r)
+	}
+	s.finish()
+	if s.Errors != 2 || s.Cut != 1 || s.ServerErrors != 1 || s.Keys["k"].Errors != 2 || s.Keys["k"].Cut != 1 {
+		t.Fatalf("errors %d (cut %d, 5xx %d), key errors %d cut %d: want 2 (1, 1), 2 1",
+			s.Errors, s.Cut, s.ServerErrors, s.Keys["k"].Errors, s.Keys["k"].Cut)
+	}
+	var out strings.Builder
+	if err := s.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "1 5xx, 1 cut") {
+		t.Fatalf("text report:\n%s", out.String())
+	}
+}
