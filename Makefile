@@ -63,3 +63,8 @@ bench-proxy: build ## glmctl's guard vs nginx vs direct, side by side (bench/pro
 .PHONY: demo-cluster
 demo-cluster: build ## two glmctl boxes sharing one set of limits through a local redis-server (Ctrl-C stops all)
 	GLMCTL=$(CURDIR)/$(BIN)/glmctl scripts/demo-cluster.sh
+
+.PHONY: faults
+faults: ## the fault suite: floods, kill -9, cut streams, hung model, full audit disk, broken keys files (FAULTS_RUN= to pick)
+	$(GO) test -race -count=1 -v -timeout 30m -run '$(or $(FAULTS_RUN),$(FAULT_TESTS))' ./...
+FAULT_TESTS := TestFloodCannotStarveSupervisor|TestKill9LeavesNoProcess|TestStreamCutEndsWithError|TestHungUpstreamRefusedAtOnce|TestAuditFailureLoggedOnce|TestMissingKeysFileRecorded|TestInvalidReloadKeepsOldKeys|TestStopReachesStoppedProcess|TestStarvedSupervisorRecovers|TestStoreFailureModes|TestRefusedRequestAnsweredWithoutItsBody|TestSlowBodyCut|TestConnectionCaps|TestFullFilesystem|TestReadOnlyDirectory|TestKill9Durability|TestCrashDuringRotation|TestReloadUnderLoad
