@@ -100,7 +100,7 @@ done <"$tmp/exprs"
 # --- metric names ----------------------------------------------------------
 # What glmctl exports: metric names in the Go sources (tests left out), and
 # the GPU collector's names, built as "glmctl_gpu_"+name.
-find pkg cmd -name '*.go' ! -name '*_test.go' -print0 |
+find pkg internal cmd -name '*.go' ! -name '*_test.go' -print0 |
   xargs -0 grep -ohE '"glmctl_[a-z0-9_]+"' | tr -d '"' >"$tmp/known"
 grep -ohE 'desc\("[a-z0-9_]+"' internal/gpu/collector.go | sed -E 's/desc\("([a-z0-9_]+)"/glmctl_gpu_\1/' >>"$tmp/known"
 sort -u -o "$tmp/known" "$tmp/known"

@@ -29,7 +29,7 @@ func marshalReference(t *testing.T, r *Record) []byte {
 func FuzzAppendRecordBody(f *testing.F) {
 	f.Add("req_1", "alice", "/v1/chat/completions", "glm-4.7-flash", "<script>&\u2028\u2029\x00\xff\"\\\n\t", int64(1_800_000_000_123456789), 200, 12.345, 1e-7, int64(99), true)
 	f.Add("", "", "", "", "违禁词 ｆｕｌｌ", int64(0), 0, 0.0, 1e21, int64(-1), false)
-	f.Add("x", "k", "p", "m", "\x7f\x1f", int64(-5), -1, -0.0, 123456789012345678901234.0, int64(math.MaxInt64), false)
+	f.Add("x", "k", "p", "m", "\x7f\x1f", int64(-5), -1, math.Copysign(0, -1), 123456789012345678901234.0, int64(math.MaxInt64), false)
 	f.Fuzz(func(t *testing.T, id, key, path, model, text string, ns int64, status int, lat, ttft float64, bytesIn int64, stream bool) {
 		if math.IsNaN(lat) || math.IsInf(lat, 0) || math.IsNaN(ttft) || math.IsInf(ttft, 0) {
 			return // encoding/json refuses them; records never hold them
