@@ -42,6 +42,11 @@ import (
 //     (their literal parts are normalised for them). Every rule that
 //     matches is reported; the first reject rule (in config order) names
 //     the 400.
+//     Normalisation catches compatibility spellings (full-width, half-width,
+//     ligatures, circled and styled letters) and invisible characters slipped
+//     between letters; it does not map cross-script look-alikes (Cyrillic а
+//     for Latin a), fold ß to ss, or join a word split across strings: a
+//     content filter catches what is written, not every obfuscation.
 //   - what cannot be read is treated as if it matched: a prompt given as
 //     token IDs or embeddings is "unreadable" (rejected when any rule
 //     rejects, else flagged), and a body this reader cannot walk is

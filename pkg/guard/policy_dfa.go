@@ -199,17 +199,37 @@ func foldOrbit(r rune) []rune {
 }
 
 // class compiles a character class (pairs of lo, hi runes) followed by
-// next: the UTF-8 byte sequences of its runes, with shared tails.
+// next: the UTF-8 byte sequences of its runes as a trie (sequences that
+// begin alike share their first instructions) with shared tails, so a
+// large class such as \p{L} puts few instructions in a state.
 func (c *nfaCompiler) class(pairs []rune, next uint32) uint32 {
-	var starts []uint32
+	var seqs [][]byteRange
 	for i := 0; i+1 < len(pairs); i += 2 {
-		utf8Ranges(pairs[i], pairs[i+1], func(seq []byteRange) {
-			pc := next
-			for j := len(seq) - 1; j >= 0; j-- {
-				pc = c.byteInst(seq[j].lo, seq[j].hi, pc)
+		utf8Ranges(pairs[i], pairs[i+1], func(seq []byteRange) { seqs = append(seqs, seq) })
+	}
+	return c.seqTrie(seqs, next)
+}
+
+// seqTrie compiles the alternatives seqs followed by next, sequences with
+// the same first range (adjacent: utf8Ranges emits them in order) merged.
+func (c *nfaCompiler) seqTrie(seqs [][]byteRange, next uint32) uint32 {
+	var starts []uint32
+	for i := 0; i < len(seqs); {
+		first := seqs[i][0]
+		j := i + 1
+		for len(seqs[i]) > 1 && j < len(seqs) && len(seqs[j]) > 1 && seqs[j][0] == first {
+			j++
+		}
+		rest := next
+		if len(seqs[i]) > 1 {
+			tails := make([][]byteRange, 0, j-i)
+			for _, s := range seqs[i:j] {
+				tails = append(tails, s[1:])
 			}
-			starts = append(starts, pc)
-		})
+			rest = c.seqTrie(tails, next)
+		}
+		starts = append(starts, c.byteInst(first.lo, first.hi, rest))
+		i = j
 	}
 	slices.Sort(starts)
 	return c.alts(slices.Compact(starts))
@@ -371,7 +391,16 @@ type dfa struct {
 	// behave alike in every instruction and assertion, so one built
 	// transition serves the whole class.
 	classes [256]uint8
+	nclass  int
 	budget  int
+	// starts caches, by the flags of the byte before and the class of the
+	// next byte, what the unanchored start contributes to the next state:
+	// every rule may begin at every position, so rather than carry the
+	// start's instructions in every state (hundreds, for a hundred rules)
+	// each step adds this precomputed list. Built on first use.
+	starts [8][]atomic.Pointer[[]uint32]
+	// startEnd is, by flags, the rules that match the empty text at the end.
+	startEnd [8]atomic.Pointer[[]int32]
 
 	mu    sync.Mutex
 	cache atomic.Pointer[dfaCache]
@@ -406,6 +435,10 @@ func newDFA(insts []nfaInst, start uint32, nrules int) *dfa {
 		}
 		d.classes[b] = uint8(n)
 	}
+	d.nclass = n + 1
+	for f := range d.starts {
+		d.starts[f] = make([]atomic.Pointer[[]uint32], d.nclass)
+	}
 	d.work = d.newWork()
 	d.pool.New = func() any { return d.newWork() }
 	d.reset()
@@ -417,8 +450,7 @@ func newDFA(insts []nfaInst, start uint32, nrules int) *dfa {
 func (d *dfa) reset() *dfaCache {
 	g := &dfaCache{states: map[string]*dstate{}}
 	w := d.work
-	w.q.clear()
-	w.addCreate(d.insts, d.start, atTextStart|atLineStart)
+	w.q.clear() // the start state: no thread under way (the start is implicit)
 	g.start = d.publishCached(g, w, atTextStart|atLineStart)
 	d.cache.Store(g) // published whole: scans load g.start without the lock
 	return g
@@ -484,21 +516,15 @@ func (w *dfaWork) addFull(insts []nfaInst, pcs []uint32, op syntax.EmptyOp) {
 	}
 }
 
-// stepInto computes, in w.q, the instructions of the state after s on byte
-// c, and returns its flags.
+// stepInto computes, in w.q, the instructions of the state after the one
+// of pcs and flags on byte c, and returns its flags.
 func (d *dfa) stepInto(w *dfaWork, pcs []uint32, flags uint8, c byte) uint8 {
+	nf := flagsAfter(c)
 	w.r.clear()
 	w.addFull(d.insts, pcs, conds(flags, c, false))
-	var nf uint8
-	if c == '\n' {
-		nf |= atLineStart
-	}
-	if isWordByte(c) {
-		nf |= afterWord
-	}
 	w.q.clear()
 	// Matches reached only now (through an assertion on c) belong to the
-	// new state; those already in s were counted when s was entered.
+	// new state; those already in pcs were counted when it was entered.
 	for _, pc := range w.r.dense {
 		in := &d.insts[pc]
 		switch in.op {
@@ -512,8 +538,52 @@ func (d *dfa) stepInto(w *dfaWork, pcs []uint32, flags uint8, c byte) uint8 {
 			}
 		}
 	}
-	w.addCreate(d.insts, d.start, nf) // unanchored: a match may start anywhere
+	for _, pc := range d.startStep(flags, c) { // unanchored: a match may start anywhere
+		w.q.add(pc)
+	}
 	return nf
+}
+
+// flagsAfter are the state flags after byte c.
+func flagsAfter(c byte) uint8 {
+	var nf uint8
+	if c == '\n' {
+		nf |= atLineStart
+	}
+	if isWordByte(c) {
+		nf |= afterWord
+	}
+	return nf
+}
+
+// startStep is what a match beginning just before c adds to the state after
+// c, given the flags of the byte before: the instructions reached by
+// stepping the start's closure over c, and the rules that match the empty
+// text before c.
+func (d *dfa) startStep(flags uint8, c byte) []uint32 {
+	slot := &d.starts[flags][d.classes[c]]
+	if p := slot.Load(); p != nil {
+		return *p
+	}
+	w := d.pool.Get().(*dfaWork)
+	defer d.pool.Put(w)
+	w.r.clear()
+	w.q.clear()
+	nf := flagsAfter(c)
+	w.addFull(d.insts, []uint32{d.start}, conds(flags, c, false))
+	for _, pc := range w.r.dense {
+		switch in := &d.insts[pc]; in.op {
+		case nfaByte:
+			if in.lo <= c && c <= in.hi {
+				w.addCreate(d.insts, in.out, nf)
+			}
+		case nfaMatch:
+			w.q.add(pc)
+		}
+	}
+	out := slices.Clone(d.canonical(w, nf))
+	slot.Store(&out)
+	return out
 }
 
 // canonical reduces the instructions in w.q to those that matter for what
@@ -521,7 +591,6 @@ func (d *dfa) stepInto(w *dfaWork, pcs []uint32, flags uint8, c byte) uint8 {
 // builds their key in w.key.
 func (d *dfa) canonical(w *dfaWork, flags uint8) []uint32 {
 	pcs := w.q.dense
-	slices.Sort(pcs)
 	keep := pcs[:0]
 	for _, pc := range pcs {
 		switch in := &d.insts[pc]; in.op {
@@ -533,6 +602,7 @@ func (d *dfa) canonical(w *dfaWork, flags uint8) []uint32 {
 			}
 		}
 	}
+	slices.Sort(keep)
 	w.q.dense = keep // w.q is cleared before its next use
 	w.key = append(w.key[:0], flags)
 	for _, pc := range keep {
@@ -615,7 +685,7 @@ func (d *dfa) endMatches(in *dinfo) []int32 {
 	w := d.pool.Get().(*dfaWork)
 	w.r.clear()
 	w.addFull(d.insts, in.pcs, conds(in.flags, 0, true))
-	var out []int32
+	out := slices.Clone(d.startEndMatches(in.flags))
 	for _, pc := range w.r.dense {
 		if x := &d.insts[pc]; x.op == nfaMatch {
 			out = append(out, x.rule)
@@ -623,6 +693,27 @@ func (d *dfa) endMatches(in *dinfo) []int32 {
 	}
 	d.pool.Put(w)
 	in.end.Store(&out)
+	return out
+}
+
+// startEndMatches returns the rules that match the empty text at the end of
+// the text, given the flags of its last byte.
+func (d *dfa) startEndMatches(flags uint8) []int32 {
+	slot := &d.startEnd[flags]
+	if p := slot.Load(); p != nil {
+		return *p
+	}
+	w := d.pool.Get().(*dfaWork)
+	defer d.pool.Put(w)
+	w.r.clear()
+	w.addFull(d.insts, []uint32{d.start}, conds(flags, 0, true))
+	out := []int32{}
+	for _, pc := range w.r.dense {
+		if x := &d.insts[pc]; x.op == nfaMatch {
+			out = append(out, x.rule)
+		}
+	}
+	slot.Store(&out)
 	return out
 }
 
