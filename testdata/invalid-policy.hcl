@@ -12,7 +12,7 @@ policy {
     action  = "reject"
   }
   rule "watchlist" {
-    literal = ["违禁词", " "]
+    literal = ["违禁词", " ", "\u200b"]
     action  = "block"
   }
 }

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"regexp/syntax"
 	"strings"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -73,8 +74,8 @@ func (d *decoder) policyRule(s *section, attrs map[string]*hclsyntax.Attribute, 
 			s.c.at(attrs["literal"].Expr.Range(), "literal in rule %q lists nothing: write literal = [\"text\"] or remove it", name)
 		}
 		for i, l := range r.Literal {
-			if strings.TrimSpace(l) == "" {
-				s.c.at(rngs[i], "literal %d of rule %q is blank, so it would match almost every request: remove it", i+1, name)
+			if strings.TrimFunc(l, invisible) == "" {
+				s.c.at(rngs[i], "literal %d of rule %q is blank (spaces or invisible characters only), so it would match almost every request: remove it", i+1, name)
 			}
 		}
 	}
@@ -87,6 +88,13 @@ func (d *decoder) policyRule(s *section, attrs map[string]*hclsyntax.Attribute, 
 	}
 	s.finish(nil)
 	return r
+}
+
+// invisible reports characters a literal cannot consist of alone: spaces,
+// and what the guard removes before matching (zero-width and other format
+// characters, variation selectors, default-ignorable fillers).
+func invisible(r rune) bool {
+	return unicode.IsSpace(r) || unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 }
 
 // matchesEmpty reports whether re matches the empty text.
