@@ -109,6 +109,9 @@ func printStatus(w io.Writer, st *control.StatusReply) {
 		}
 		fmt.Fprintf(w, "\nguard: %s -> %s, %s, %d/%d connections\n", st.Guard.Listen, st.Guard.Upstream, ready,
 			st.Guard.OpenConnections, st.Guard.MaxConnections)
+		if n := st.Guard.PolicyRules; n >= 0 {
+			fmt.Fprintf(w, "  request policy: %d rule(s), in force since the config (below)\n", n)
+		}
 		if st.Guard.LimitsStore != "" && st.Guard.LimitsStore != "in-process" {
 			state := "reachable"
 			if !st.Guard.LimitsStoreUp {

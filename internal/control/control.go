@@ -57,6 +57,9 @@ type GuardStatus struct {
 	// LimitsStoreUp whether it answers (always true in-process).
 	LimitsStore   string `json:"limits_store"`
 	LimitsStoreUp bool   `json:"limits_store_up"`
+	// PolicyRules is the number of request policy rules in force (-1: no
+	// policy block); the policy reloads with the config (Config.LoadedAt).
+	PolicyRules int `json:"policy_rules"`
 }
 
 // FileStatus is one file the guard loads (keys, limits, TLS certificate).

@@ -86,6 +86,7 @@ func (b *backend) Status(names ...string) (*control.StatusReply, error) {
 			}
 			gs.MaxConnections, gs.OpenConnections = gd.MaxConnections(), gd.OpenConnections()
 			gs.LimitsStore, gs.LimitsStoreUp = gd.LimitsStore()
+			gs.PolicyRules = gd.PolicyRules()
 			for _, f := range gd.Files() {
 				gs.Files = append(gs.Files, control.FileStatus{Path: f.Path, SHA256: f.SHA256, LoadedAt: f.LoadedAt,
 					Error: f.Error, ErrorAt: f.ErrorAt, Entries: f.Entries})

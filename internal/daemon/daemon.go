@@ -147,7 +147,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			d.logger.Warn("could not raise the open-files limit", "limit", nofile, "error", err)
 		}
 		deps := guard.Deps{Logger: d.logger, Registerer: d.registry, Reloads: d.reloads,
-			FDBudget: guardFDBudget(nofile)}
+			FDBudget: guardFDBudget(nofile), Policy: cfg.Policy}
 		if d.audit != nil {
 			deps.Audit = d.audit
 		}
@@ -368,7 +368,7 @@ func (d *Daemon) reload(ctx context.Context) error {
 	}
 	var pending *guard.Pending
 	if d.guard != nil {
-		if pending, err = d.guard.Prepare(next.Guard); err != nil {
+		if pending, err = d.guard.Prepare(next.Guard, next.Policy); err != nil {
 			return reject(err)
 		}
 	}

@@ -15,6 +15,7 @@ const (
 	codeRateLimit       = "rate_limit_exceeded"
 	codeTooLarge        = "request_too_large"
 	codeBodyTooLarge    = "body_too_large"
+	codePolicy          = "policy_violation"
 	codeBodyTimeout     = "body_timeout"
 	codeBodyNotAllowed  = "body_not_allowed"
 	codeModelDenied     = "model_not_allowed"

@@ -65,6 +65,9 @@ type Deps struct {
 	// Reloads are the shared config reload gauges (see NewReloadMetrics);
 	// nil: the guard creates and registers its own on Registerer.
 	Reloads *ReloadMetrics
+	// Policy is the config's request policy block (nil: none); reloads
+	// pass theirs to Prepare.
+	Policy *config.Policy
 	// FDBudget is how many file descriptors the guard's connections may
 	// use (client and upstream side together), the rest being kept for the
 	// supervisor; 0: no budget known. max_connections is fitted to it.
@@ -209,7 +212,7 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	}
 	g.conns = newConnLimiter(g.log, g.m)
 	g.conns.tls = cfg.TLS != nil
-	s, err := g.staticSettings(cfg)
+	s, err := g.staticSettings(cfg, deps.Policy)
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +276,16 @@ func (g *Guard) Keys() *keys.Set { return g.snap.Load().keys }
 func (g *Guard) FilePaths() (keysFile, limitsFile string) {
 	cfg := g.snap.Load().cfg
 	return cfg.KeysFile, cfg.LimitsFile
+}
+
+// PolicyRules is the number of request policy rules in force (-1: no
+// policy block).
+func (g *Guard) PolicyRules() int {
+	p := g.snap.Load().policy
+	if p == nil {
+		return -1
+	}
+	return p.Rules()
 }
 
 // MaxConnections is the cap on open client connections in force.

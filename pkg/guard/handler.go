@@ -43,6 +43,12 @@ type exchange struct {
 	bytesIn   int64
 	body      []byte // the request body to forward (nil: none)
 	bodyDone  bool   // the client's body has been read to its end
+	// clientBody is the body as the client sent it; promptTokens,
+	// maxTokens and choices what inspection read from it (the policy's
+	// inputs); policy the policy's decisions on it.
+	clientBody                    []byte
+	promptEst, maxTokens, choices int64
+	policy                        []audit.PolicyHit
 
 	admitted bool
 	ticket   Ticket
@@ -122,6 +128,7 @@ var stages = [...]stage{
 	(*Guard).authorizeRoute,
 	(*Guard).readBody,
 	(*Guard).authorizeModel,
+	(*Guard).checkPolicy,
 	(*Guard).checkReady,
 	(*Guard).admit,
 	(*Guard).recordReceived,
@@ -250,6 +257,29 @@ func (g *Guard) readBody(x *exchange, w *recorder, r *http.Request) bool {
 		return false
 	}
 	x.model, x.stream, x.hideUsage, x.reserve, x.body = req.model, req.stream, req.hideUsage, req.reserve, req.body
+	x.clientBody, x.promptEst, x.maxTokens, x.choices = body, req.promptTokens, req.maxTokens, req.choices
+	return true
+}
+
+// checkPolicy applies the request policy (policy.go): the config's, narrowed
+// by the key's own. A rejection is a 400 naming the rule (never the matched
+// text); flags are recorded and counted; a request that names no completion
+// bound under a max_tokens cap is sent with max_tokens set to the cap.
+func (g *Guard) checkPolicy(x *exchange, w *recorder, r *http.Request) bool {
+	p := x.s.policy.WithOverride(x.key.Policy)
+	if p == nil || x.rt.reserve == reserveNothing {
+		return true
+	}
+	v := p.Check(x.clientBody, x.path, x.promptEst, x.maxTokens)
+	x.policy = v.Hits
+	if v.Rejected {
+		g.refuse(w, r, x, http.StatusBadRequest, typeInvalidRequest, codePolicy, "policy", v.Message)
+		return false
+	}
+	if v.MaxTokens > 0 {
+		x.body = withMaxTokens(x.body, v.MaxTokens)
+		x.reserve = satAdd(x.promptEst, satMul(v.MaxTokens, max(x.choices, 1)))
+	}
 	return true
 }
 
@@ -538,6 +568,7 @@ func (g *Guard) record(r *http.Request, x *exchange, stage string, status int) *
 	case stage == audit.StageCompleted && x.keepResp:
 		rec.ResponseBody = auditBody(x.respBody)
 	}
+	rec.Policy = x.policy
 	switch {
 	case x.key != nil:
 		rec.Key, rec.Role = x.key.Name, x.key.Role

@@ -98,6 +98,7 @@ type harness struct {
 	keysPath string
 	auditor  Auditor // what the guard writes to; default audit
 	store    Store   // the guard's limit store; nil: its default
+	policy   *config.Policy
 }
 
 // withStore makes the guard decide admissions with s.
@@ -169,7 +170,7 @@ func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Output: h.logs, Level: hclog.Debug})
 	g, err := New(h.cfg, Deps{
-		Logger: logger, Registerer: h.reg, Audit: h.auditor, Store: h.store,
+		Logger: logger, Registerer: h.reg, Audit: h.auditor, Store: h.store, Policy: h.policy,
 		Ready: func(string) bool { h.readyMu.Lock(); defer h.readyMu.Unlock(); return *h.ready },
 	})
 	if err != nil {

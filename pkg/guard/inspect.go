@@ -58,6 +58,9 @@ type request struct {
 	// guard asks upstream for it and removes it on the way back.
 	hideUsage bool
 	reserve   int64
+	// promptTokens is the prompt estimate; maxTokens the completion tokens
+	// reserved per choice, choices their number (the policy reads them).
+	promptTokens, maxTokens, choices int64
 	// body is the body to forward (the client's, or with include_usage set).
 	body []byte
 }
@@ -119,6 +122,7 @@ func inspect(body []byte, rt *route, lim inspectLimits) (request, error) {
 	}
 	prompt := int64(len(val(fieldMessages)) + len(val(fieldPrompt)) + len(val(fieldInput)))
 	req.reserve = estimateTokens(prompt)
+	req.promptTokens = req.reserve
 	if rt.reserve == reservePrompt {
 		return req, nil
 	}
@@ -138,6 +142,7 @@ func inspect(body []byte, rt *route, lim inspectLimits) (request, error) {
 		}
 	}
 	req.reserve = satAdd(req.reserve, satMul(maxTokens, choices))
+	req.maxTokens, req.choices = maxTokens, choices
 
 	if !rt.streams {
 		return req, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/pkg/audit"
 )
 
 // Label values of the guard's metrics. Every label is bounded:
@@ -125,6 +126,7 @@ type metrics struct {
 	connsUnauth    prometheus.Gauge
 	connsRefused   *prometheus.CounterVec // reason
 	storeFallback  prometheus.Counter
+	policy         *prometheus.CounterVec // rule, action
 	reloads        *ReloadMetrics
 	remaining      *remainingCollector
 
@@ -188,6 +190,10 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 			Name: "glmctl_guard_limits_store_fallback_total",
 			Help: "Requests decided by this box's in-process limits because the shared (Redis) store could not be reached (limits_store_failure = \"open\").",
 		}),
+		policy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "glmctl_guard_policy_decisions_total",
+			Help: "Request policy decisions, by rule (or built-in check: max_prompt_tokens, max_tokens, deny_params, unreadable) and action (reject, flag).",
+		}, []string{"rule", "action"}),
 		reloads:   reloads,
 		remaining: newRemainingCollector(g),
 		keys:      map[string]bool{},
@@ -218,7 +224,7 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections,
-		m.authFailures, m.inFlight, m.upstreamErrors, m.remaining, m.connsOpen, m.connsUnauth, m.connsRefused, m.storeFallback} {
+		m.authFailures, m.inFlight, m.upstreamErrors, m.remaining, m.connsOpen, m.connsUnauth, m.connsRefused, m.storeFallback, m.policy} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register guard metrics: %w", err)
 		}
@@ -348,6 +354,9 @@ func (m *metrics) observe(x *exchange, status int, latency time.Duration, firstB
 	case ReasonTooLarge:
 		m.rejections.WithLabelValues(key, ReasonTPM).Inc()
 	}
+	for _, h := range x.policy {
+		m.policy.WithLabelValues(h.Rule, h.Action).Inc()
+	}
 	if x.errMsg == codeUpstream || x.upstreamStatus >= 500 {
 		m.upstreamErrors.Inc()
 	}
@@ -419,6 +428,17 @@ func (c *remainingCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if st.LimitTokens > 0 {
 			ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.GaugeValue, float64(st.RemainingTokens), k)
+		}
+	}
+}
+
+// setPolicy makes the policy series match the rules in force: each rule and
+// built-in check has its series from the load at 0, removed ones lose theirs.
+func (m *metrics) setPolicy(p *Policy) {
+	m.policy.Reset()
+	for _, rule := range p.RuleNames() {
+		for _, action := range []string{audit.PolicyReject, audit.PolicyFlag} {
+			m.policy.WithLabelValues(rule, action)
 		}
 	}
 }

@@ -75,11 +75,18 @@ func BenchmarkGuardProcess(b *testing.B) {
 		w, _ := openAuditFile(b)
 		benchGuardProcess(b, w)
 	})
+	// Issue 14: the request policy with 100 rules (50 literal rules, CJK
+	// included, and 50 RE2 patterns) against none, audit off.
+	b.Run("policy=100", func(b *testing.B) {
+		benchGuardProcess(b, discardAudit{}, func(_ *config.Guard, h *harness) {
+			h.policy = &config.Policy{Rules: benchRules()}
+		})
+	})
 }
 
 // benchGuardProcess measures the guard's own CPU per request, the load and
 // the upstream running in a helper process.
-func benchGuardProcess(b *testing.B, auditor Auditor) {
+func benchGuardProcess(b *testing.B, auditor Auditor, opts ...harnessOpt) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLoadProcess$", "-test.v=false")
 	cmd.Env = append(os.Environ(), "GUARD_HELPER=1")
 	stdin, err := cmd.StdinPipe()
@@ -105,8 +112,9 @@ func benchGuardProcess(b *testing.B, auditor Auditor) {
 		return ""
 	}
 	upURL := line("ADDR")
-	h := newHarness(b, withAuditor(auditor), withLimits(`{"rate_limits": {"default": {"rpm": 1000000000, "tpm": 1000000000, "concurrency": 100000}}}`),
+	opts = append(opts, withAuditor(auditor), withLimits(`{"rate_limits": {"default": {"rpm": 1000000000, "tpm": 1000000000, "concurrency": 100000}}}`),
 		func(cfg *config.Guard, _ *harness) { cfg.Upstream = upURL })
+	h := newHarness(b, opts...)
 	// Warm the connection pools, then measure b.N requests.
 	fmt.Fprintf(stdin, "%s %s %d %d\n", h.url, keyUser2, 2000, 64)
 	line("DONE")

@@ -39,6 +39,10 @@ type settings struct {
 	drainTimeout        time.Duration
 	// upstreamHeaderTimeout bounds the wait for the upstream's headers.
 	upstreamHeaderTimeout time.Duration
+	// policy is the compiled request policy (nil: none); policyCfg the
+	// block it came from.
+	policy    *Policy
+	policyCfg *config.Policy
 }
 
 // FileState is what the guard knows of one file it loads (keys, limits, TLS
@@ -81,7 +85,7 @@ func restartOnly(old, cur *config.Guard) []string {
 var ErrRestartRequired = errors.New("a restart is needed")
 
 // staticSettings builds everything of a config block except the files.
-func (g *Guard) staticSettings(cfg *config.Guard) (*settings, error) {
+func (g *Guard) staticSettings(cfg *config.Guard, pol *config.Policy) (*settings, error) {
 	s := &settings{
 		cfg:          cfg,
 		maxBody:      cfg.MaxBody,
@@ -132,6 +136,10 @@ func (g *Guard) staticSettings(cfg *config.Guard) (*settings, error) {
 		return nil, err
 	}
 	s.maxConns = maxConns
+	if s.policy, err = CompilePolicy(pol); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	s.policyCfg = pol
 	return s, nil
 }
 
@@ -226,12 +234,12 @@ type Pending struct {
 // fails, changing nothing, when any of it is invalid or when the block
 // changes a setting only a restart applies (errors.Is ErrRestartRequired,
 // naming each such setting).
-func (g *Guard) Prepare(cfg *config.Guard) (*Pending, error) {
+func (g *Guard) Prepare(cfg *config.Guard, pol *config.Policy) (*Pending, error) {
 	cur := g.snap.Load()
 	if changed := restartOnly(cur.cfg, cfg); len(changed) > 0 {
 		return nil, fmt.Errorf("%w: %s changed; restart glmctl to apply (nothing was reloaded)", ErrRestartRequired, strings.Join(changed, ", "))
 	}
-	s, err := g.staticSettings(cfg)
+	s, err := g.staticSettings(cfg, pol)
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +275,9 @@ func (g *Guard) install(s *settings) {
 	prev := g.snap.Load()
 	g.snap.Store(s)
 	g.conns.setCaps(s.maxConns, s.maxUnauth, s.trusted)
+	if prev == nil || prev.policy != s.policy {
+		g.m.setPolicy(s.policy)
+	}
 	if prev == nil || prev.keyFile != s.keyFile {
 		g.m.setKeys(s.keyFile)
 		if err := g.store.Retain(context.Background(), s.keys.Has); err != nil {
