@@ -92,6 +92,7 @@ type decoder struct {
 	guardUpstream hcl.Range
 	metricsListen hcl.Range
 	consoleListen hcl.Range
+	policyBlock   hcl.Range
 	gpuCount      hcl.Range
 }
 

@@ -18,6 +18,7 @@ func (d *decoder) policy(top *section) *Policy {
 		return nil
 	}
 	s := top.child(b, "policy")
+	d.policyBlock = b.TypeRange
 	p := &Policy{}
 	s.integer("max_prompt_tokens", &p.MaxPromptTokens, 1)
 	s.integer("max_tokens", &p.MaxTokens, 1)
@@ -50,9 +51,6 @@ func (d *decoder) policy(top *section) *Policy {
 		p.Rules = append(p.Rules, d.policyRule(s.child(rb, fmt.Sprintf("policy rule %q", name)), rb.Body.Attributes, rb.TypeRange, name))
 	}
 	s.finish(nil)
-	if !hasBlock(top, "guard") {
-		d.warn.at(b.TypeRange, "policy has no effect without a guard block: add guard { … } or remove the policy block")
-	}
 	return p
 }
 

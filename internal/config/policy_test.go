@@ -46,18 +46,21 @@ func TestPolicyOptional(t *testing.T) {
 	}
 }
 
-// TestPolicyWarnings: an unknown parameter name and a policy without a
-// guard load, with warnings at their place.
+// TestPolicyWarnings: an unknown parameter name loads, with a warning at
+// its place; a policy without a guard is an error (it would do nothing).
 func TestPolicyWarnings(t *testing.T) {
-	src := "policy {\n  deny_params = [\"logprob\", \"tools\"]\n  rule \"a\" {\n    pattern = \"(?i)x+y\"\n    action  = \"flag\"\n  }\n}\n"
+	if _, err := ParseWithOptions([]byte("policy {\n  max_tokens = 5\n}\n"), "p.hcl", fixtureOptions()); err == nil ||
+		!strings.Contains(err.Error(), "p.hcl:1:1: a policy block without a guard block has no effect") {
+		t.Errorf("policy without guard: err = %v", err)
+	}
+	src := "guard {\n  upstream = \"unix:///run/v.sock\"\n}\npolicy {\n  deny_params = [\"logprob\", \"tools\"]\n  rule \"a\" {\n    pattern = \"(?i)x+y\"\n    action  = \"flag\"\n  }\n}\n"
 	cfg, err := ParseWithOptions([]byte(src), "p.hcl", fixtureOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := cfg.Warnings.Error()
 	for _, w := range []string{
-		`p.hcl:1:1: policy has no effect without a guard block`,
-		`p.hcl:2:18: deny_params names "logprob", which is not a request parameter glmctl knows`,
+		`p.hcl:5:18: deny_params names "logprob", which is not a request parameter glmctl knows`,
 	} {
 		if !strings.Contains(got, w) {
 			t.Errorf("warnings %q lack %q", got, w)

@@ -115,6 +115,9 @@ func (d *decoder) warnings(cfg *Config) {
 	if g := cfg.Guard; g != nil && (strings.HasPrefix(g.Upstream, "http://") || strings.HasPrefix(g.Upstream, "https://")) {
 		d.warn.at(d.guardUpstream, "guard upstream %q is a TCP port: any local user can reach the model there, around the guard; run vLLM with --uds in a directory only glmctl and vLLM's user can enter, and write upstream = \"unix:///run/glmctl/vllm/vllm.sock\"", g.Upstream)
 	}
+	if cfg.Policy != nil && cfg.Guard == nil {
+		d.c.at(d.policyBlock, "a policy block without a guard block has no effect: add guard { … } or remove the policy block")
+	}
 	if c := cfg.Console; c != nil {
 		if host, _, err := net.SplitHostPort(c.Listen); err == nil && !IsLoopback(host) {
 			d.warn.at(d.consoleListen, "console listen %q is reachable beyond this machine without TLS: admin keys and session cookies would cross the network in clear; listen on 127.0.0.1 and reach it through an SSH tunnel or a TLS proxy", c.Listen)
