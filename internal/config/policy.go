@@ -151,12 +151,3 @@ func knownParam(name string) bool {
 	return false
 }
 
-// hasBlock reports whether the section's body has a block of that type.
-func hasBlock(s *section, typ string) bool {
-	for _, b := range s.body.Blocks {
-		if b.Type == typ {
-			return true
-		}
-	}
-	return false
-}
