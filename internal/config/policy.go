@@ -150,4 +150,3 @@ func knownParam(name string) bool {
 	}
 	return false
 }
-
