@@ -87,12 +87,18 @@ type Writer struct {
 	m    *metrics
 	reg  prometheus.Registerer
 
-	reqs    chan *request
-	reopenc chan chan error
-	quit    chan struct{}
-	done    chan struct{}
-	compc   chan struct{}
-	wg      sync.WaitGroup
+	reqs chan *request
+	// lazy holds submitted records (Submit) that nothing waits on: they
+	// go out with the next batch the writer commits anyway, or at the next
+	// tick, instead of waking the writer for each.
+	lazyMu     sync.Mutex
+	lazy       []*request
+	lazyClosed bool // the writer has taken its last lazy records
+	reopenc    chan chan error
+	quit       chan struct{}
+	done       chan struct{}
+	compc      chan struct{}
+	wg         sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -365,8 +371,11 @@ func (w *Writer) Write(ctx context.Context, r *Record) error {
 
 // Submit queues r without waiting for it to be written: for records no
 // answer waits on, such as the guard's "completed" record, written after
-// the client has its answer. It blocks only while the writer's queue is
-// full (backpressure, never loss). A record that cannot be written is
+// the client has its answer. It does not wake the writer: the record goes
+// out with the next batch (the next Write) or at the next tick (at most
+// SyncInterval later), and before Close returns. Beyond maxLazy waiting
+// records it queues like Write, blocking while the writer's queue is full
+// (backpressure, never loss). A record that cannot be written is
 // counted and logged by the writer like any other; r is not updated with
 // its chain fields.
 func (w *Writer) Submit(r *Record) error {
@@ -377,6 +386,17 @@ func (w *Writer) Submit(r *Record) error {
 	if err != nil {
 		return err
 	}
+	w.lazyMu.Lock()
+	if w.lazyClosed {
+		w.lazyMu.Unlock()
+		return ErrClosed
+	}
+	if len(w.lazy) < maxLazy {
+		w.lazy = append(w.lazy, &request{body: body})
+		w.lazyMu.Unlock()
+		return nil
+	}
+	w.lazyMu.Unlock()
 	select {
 	case w.reqs <- &request{body: body}:
 		return nil
@@ -460,26 +480,53 @@ func (w *Writer) loop() {
 	for {
 		select {
 		case r := <-w.reqs:
-			batch = w.gather(append(batch[:0], r))
+			batch = w.takeLazy(w.gather(append(batch[:0], r)))
 			w.commitBatch(batch)
 			clear(batch)
 		case ch := <-w.reopenc:
 			ch <- w.reopen("reopen requested")
 		case <-tick.C:
+			if batch = w.takeLazy(batch[:0]); len(batch) > 0 {
+				w.commitBatch(batch)
+				clear(batch)
+			}
 			w.periodic()
 		case <-w.quit:
 			for {
-				batch = w.gather(batch[:0])
+				batch = w.takeLazy(w.gather(batch[:0]))
 				if len(batch) == 0 {
 					break
 				}
 				w.commitBatch(batch)
 				clear(batch)
 			}
+			// No Submit after this one is taken: they get ErrClosed.
+			w.lazyMu.Lock()
+			w.lazyClosed = true
+			batch = append(batch[:0], w.lazy...)
+			w.lazy = nil
+			w.lazyMu.Unlock()
+			if len(batch) > 0 {
+				w.commitBatch(batch)
+			}
 			w.closeErr = w.shutdown()
 			return
 		}
 	}
+}
+
+// maxLazy bounds the submitted records waiting for a batch; beyond it
+// Submit wakes the writer like Write does.
+const maxLazy = 1024
+
+// takeLazy appends the submitted records waiting for a batch.
+func (w *Writer) takeLazy(batch []*request) []*request {
+	w.lazyMu.Lock()
+	defer w.lazyMu.Unlock()
+	batch = append(batch, w.lazy...)
+	clear(w.lazy)
+	w.lazy = w.lazy[:0]
+	return batch
 }
 
 // gather adds queued requests to batch without blocking.

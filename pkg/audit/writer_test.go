@@ -323,3 +323,34 @@ func TestOpenAfterForeignLine(t *testing.T) {
 		t.Fatalf("verify: %+v", rep)
 	}
 }
+
+// TestSubmitLosesNothing: submitted records, which do not wake the writer,
+// are written with the next batch or at Close — every one, chained — and a
+// Submit after Close says so.
+func TestSubmitLosesNothing(t *testing.T) {
+	cfg := testConfig(t)
+	w := mustOpen(t, cfg, Options{})
+	for i := range 50 {
+		if err := w.Submit(rec(i)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 20 { // a waited-for record takes the submitted ones with it
+			if err := w.Write(context.Background(), rec(1000)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Submit(rec(99)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Submit after Close: %v", err)
+	}
+	rep, err := VerifyFile(cfg.Path, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Records != 51 || !rep.Intact() {
+		t.Fatalf("verify: %d records, intact %v: want 51 intact", rep.Records, rep.Intact())
+	}
+}

@@ -70,15 +70,20 @@ func TestHelperLoadProcess(t *testing.T) {
 // compares with nginx's worker CPU per request. Load: 64 concurrent
 // connections from a separate process.
 func BenchmarkGuardProcess(b *testing.B) {
-	b.Run("audit=off", func(b *testing.B) { benchGuardProcess(b, discardAudit{}) })
+	b.Run("audit=off", func(b *testing.B) { benchGuardProcess(b, discardAudit{}, 64) })
 	b.Run("audit=file", func(b *testing.B) {
 		w, _ := openAuditFile(b)
-		benchGuardProcess(b, w)
+		benchGuardProcess(b, w, 64)
+	})
+	// One request at a time: the per-request costs no batching hides.
+	b.Run("audit=file,serial", func(b *testing.B) {
+		w, _ := openAuditFile(b)
+		benchGuardProcess(b, w, 1)
 	})
 	// Issue 14: the request policy with 100 rules (50 literal rules, CJK
 	// included, and 50 RE2 patterns) against none, audit off.
 	b.Run("policy=100", func(b *testing.B) {
-		benchGuardProcess(b, discardAudit{}, func(_ *config.Guard, h *harness) {
+		benchGuardProcess(b, discardAudit{}, 64, func(_ *config.Guard, h *harness) {
 			h.policy = &config.Policy{Rules: benchRules()}
 		})
 	})
@@ -86,7 +91,7 @@ func BenchmarkGuardProcess(b *testing.B) {
 
 // benchGuardProcess measures the guard's own CPU per request, the load and
 // the upstream running in a helper process.
-func benchGuardProcess(b *testing.B, auditor Auditor, opts ...harnessOpt) {
+func benchGuardProcess(b *testing.B, auditor Auditor, conc int, opts ...harnessOpt) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLoadProcess$", "-test.v=false")
 	cmd.Env = append(os.Environ(), "GUARD_HELPER=1")
 	stdin, err := cmd.StdinPipe()
@@ -116,11 +121,11 @@ func benchGuardProcess(b *testing.B, auditor Auditor, opts ...harnessOpt) {
 		func(cfg *config.Guard, _ *harness) { cfg.Upstream = upURL })
 	h := newHarness(b, opts...)
 	// Warm the connection pools, then measure b.N requests.
-	fmt.Fprintf(stdin, "%s %s %d %d\n", h.url, keyUser2, 2000, 64)
+	fmt.Fprintf(stdin, "%s %s %d %d\n", h.url, keyUser2, 2000, conc)
 	line("DONE")
 	b.ResetTimer()
 	cpu0 := cpuTime()
-	fmt.Fprintf(stdin, "%s %s %d %d\n", h.url, keyUser2, b.N, 64)
+	fmt.Fprintf(stdin, "%s %s %d %d\n", h.url, keyUser2, b.N, conc)
 	okN, _ := strconv.Atoi(line("DONE"))
 	cpu := cpuTime() - cpu0
 	b.StopTimer()
