@@ -9,6 +9,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 func sdk(h *harness, key string) openai.Client {
@@ -171,5 +173,29 @@ func TestTutorialChecks(t *testing.T) {
 	}
 	if h.audit.len() == 0 {
 		t.Fatal("audit log empty")
+	}
+}
+
+// TestOpenAIClientSeesCutStream (issue 15): the official Go SDK, reading a
+// stream the model server cut, gets an error naming what happened instead
+// of a silent end.
+func TestOpenAIClientSeesCutStream(t *testing.T) {
+	up := cuttingUpstream(t, 3)
+	h := newHarness(t, func(cfg *config.Guard, _ *harness) { cfg.Upstream = up })
+	c := sdk(h, keyUser1)
+	st := c.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
+		Model:    "glm-4.7-flash",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello")},
+	})
+	chunks := 0
+	for st.Next() {
+		chunks++
+	}
+	err := st.Err()
+	if err == nil || !strings.Contains(err.Error(), "ended the stream early") {
+		t.Fatalf("after %d chunks the SDK reported %v, want the guard's stream error", chunks, err)
+	}
+	if chunks != 3 {
+		t.Fatalf("%d chunks before the error, want 3", chunks)
 	}
 }
