@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // Usage errors — an unknown command or flag, a missing or extra argument —
@@ -23,7 +25,7 @@ func usageError(c *cli.Context, err error, _ bool) error {
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
 		name = strings.TrimLeft(name, "-")
 		msg = "unknown flag " + dashed(name)
-		if s := closest(name, flagNames(c)); s != "" {
+		if s := config.Closest(name, flagNames(c)); s != "" {
 			msg += ": did you mean " + dashed(s) + "?"
 		}
 	}
@@ -58,7 +60,7 @@ func commandNotFound(c *cli.Context, name string) {
 
 func unknownCommand(path, name string, subs []*cli.Command) error {
 	msg := fmt.Sprintf("unknown command %q for %q", name, path)
-	if s := closest(name, visibleNames(subs)); s != "" {
+	if s := config.Closest(name, visibleNames(subs)); s != "" {
 		msg += fmt.Sprintf(": did you mean %q?", s)
 	}
 	return exit(2, fmt.Errorf("%s\nTry: %s --help", msg, path))
@@ -110,46 +112,4 @@ func dashed(name string) string {
 		return "-" + name
 	}
 	return "--" + name
-}
-
-// closest returns the candidate nearest to s by edit distance, or "" when
-// none is close enough to be a plausible typo.
-func closest(s string, candidates []string) string {
-	best, bestDist := "", -1
-	for _, c := range candidates {
-		d := editDistance(strings.ToLower(s), strings.ToLower(c))
-		if bestDist < 0 || d < bestDist {
-			best, bestDist = c, d
-		}
-	}
-	limit := 2
-	if len([]rune(s)) >= 8 {
-		limit = 3
-	}
-	if bestDist < 0 || bestDist > limit || bestDist >= len([]rune(s)) {
-		return ""
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in runes.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // TestUsageErrors: a typo in a command or flag, or a missing argument, is a
@@ -49,7 +51,7 @@ func TestUsageErrors(t *testing.T) {
 func TestClosest(t *testing.T) {
 	cands := []string{"status", "start", "stop", "restart", "logs", "reload"}
 	for in, want := range map[string]string{"statsu": "status", "stauts": "status", "lgos": "logs", "rld": "", "x": "", "upp": ""} {
-		if got := closest(in, cands); got != want {
+		if got := config.Closest(in, cands); got != want {
 			t.Errorf("closest(%q) = %q, want %q", in, got, want)
 		}
 	}

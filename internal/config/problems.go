@@ -114,9 +114,12 @@ func lowerFirst(s string) string {
 	return strings.ToLower(s[:1]) + s[1:]
 }
 
-// closest returns the candidate nearest to s by edit distance, or "" when
-// none is close enough to be a plausible typo.
-func closest(s string, candidates []string) string {
+// Closest returns the candidate nearest to s by edit distance (case
+// ignored), or "" when none is close enough to be a plausible typo: at most
+// 2 edits (3 from 8 characters on), and fewer than s has characters. It is
+// the one "did you mean" of glmctl: the config's problems and the CLI's
+// usage errors.
+func Closest(s string, candidates []string) string {
 	best, bestDist := "", -1
 	for _, c := range candidates {
 		d := editDistance(strings.ToLower(s), strings.ToLower(c))
@@ -124,15 +127,18 @@ func closest(s string, candidates []string) string {
 			best, bestDist = c, d
 		}
 	}
+	n := len([]rune(s))
 	limit := 2
-	if len(s) >= 8 {
+	if n >= 8 {
 		limit = 3
 	}
-	if bestDist < 0 || bestDist > limit {
+	if bestDist < 0 || bestDist > limit || bestDist >= n {
 		return ""
 	}
 	return best
 }
+
+func closest(s string, candidates []string) string { return Closest(s, candidates) }
 
 // editDistance is the Levenshtein distance between a and b, in runes.
 func editDistance(a, b string) int {
