@@ -80,20 +80,7 @@ func startGuardDaemon(t *testing.T, src func(dir string) string) *guardDaemon {
 		t.Fatal(err)
 	}
 	g.d = d
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("daemon did not stop")
-		}
-	})
+	runDaemon(t, d)
 	waitFor(t, 10*time.Second, "guard listening", func() bool { return d.guard.Addr() != nil })
 	g.url = "http://" + d.guard.Addr().String()
 	return g

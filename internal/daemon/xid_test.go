@@ -36,20 +36,7 @@ func runXIDDaemon(t *testing.T, restart bool) (*Daemon, context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("daemon did not stop")
-		}
-	})
+	ctx := runDaemon(t, d)
 	for _, n := range []string{"p", "q"} {
 		waitFor(t, 20*time.Second, n+" RUNNING", func() bool { return pidOf(t, d, n) > 0 })
 	}
