@@ -9,7 +9,13 @@
 # <package>/testdata/fuzz/<Name>/; commit it as a regression seed once fixed).
 #
 # Environment:
-#   FUZZTIME          fuzzing time per target (default 3s; `go test` syntax, e.g. 60s or 10000x)
+#   FUZZTIME          fuzzing per target (default 20000x: a count of executions; `go test`
+#                     syntax, e.g. 100000x or 60s). A count, not a duration, by default:
+#                     with a duration, Go before 1.27 can fail a target with a bare
+#                     "context deadline exceeded" at the end of the time, with no failing
+#                     input (golang/go#75804, a race in the fuzz coordinator). With a
+#                     duration, that exact signature — the message and no new input in
+#                     testdata/fuzz/<Name>/ — is reported as the toolchain race, not a failure.
 #   FUZZMINIMIZETIME  time to minimise an input (default 5s; go's own default, 60s, can stall a short run)
 #   FUZZ_PKGS         packages to search (default ./...)
 #   FUZZ_BUDGET       seconds for the whole run; exceeding it fails (default 1200)
@@ -18,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
-FUZZTIME=${FUZZTIME:-3s}
+FUZZTIME=${FUZZTIME:-20000x}
 FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-5s}
 FUZZ_BUDGET=${FUZZ_BUDGET:-1200}
 read -r -a pkgs <<<"${FUZZ_PKGS:-./...}"
@@ -53,6 +59,11 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 echo "fuzz-smoke: ${#targets[@]} targets, $FUZZTIME each, budget ${FUZZ_BUDGET}s"
 
+# count_inputs DIR: how many inputs the corpus directory holds (0 when absent).
+count_inputs() {
+  if [ -d "$1" ]; then find "$1" -maxdepth 1 -type f | wc -l; else echo 0; fi
+}
+
 i=0
 for t in "${targets[@]}"; do
   i=$((i + 1))
@@ -64,9 +75,19 @@ for t in "${targets[@]}"; do
   fi
   echo "--- [$i/${#targets[@]}] $pkg $name"
   rc=0
+  corpus="$("$GO" list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$name"
+  before=$(count_inputs "$corpus")
+  log=$(mktemp)
   # timeout covers building the instrumented binary, fuzzing and minimising.
   timeout --kill-after=10 "$left" \
-    "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" "$pkg" || rc=$?
+    "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" "$pkg" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+  after=$(count_inputs "$corpus")
+  if [ "$rc" -eq 1 ] && [ "$after" -eq "$before" ] && [[ "$FUZZTIME" != *x ]] &&
+    grep -q '^    context deadline exceeded$' "$log" && ! grep -q 'Failing input written' "$log"; then
+    echo "fuzz-smoke: $pkg $name: 'context deadline exceeded' with no failing input at the end of -fuzztime $FUZZTIME: Go's fuzz coordinator race (golang/go#75804), not a finding; use a count (FUZZTIME=20000x) to avoid it" >&2
+    rc=0
+  fi
+  rm -f "$log"
   if [ "$rc" -ne 0 ]; then
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
       echo "fuzz-smoke: $pkg $name ran past the budget of ${FUZZ_BUDGET}s" >&2
