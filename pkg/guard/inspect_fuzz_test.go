@@ -208,3 +208,26 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	c.b = c.b[k:]
 	return k, nil
 }
+
+// FuzzUsageOnlyNull checks the stream filter's fast path against the full
+// parse: where usageOnlyNull says every top-level usage is null, a valid
+// object has no usage the full parse would take.
+func FuzzUsageOnlyNull(f *testing.F) {
+	f.Add([]byte(`{"id":"x","choices":[{"delta":{"content":"\"usage\":{}"}}],"usage":null}`))
+	f.Add([]byte(`{"usage":null,"usage":{"prompt_tokens":3}}`))
+	f.Add([]byte(`{"usag\u0065":{"prompt_tokens":3},"usage":null}`))
+	f.Add([]byte(`{"a":{"usage":{"prompt_tokens":1}},"usage" : null }`))
+	f.Add([]byte(`{"usage":nullx}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast := usageOnlyNull(data)
+		if !fast || !json.Valid(data) {
+			return
+		}
+		_ = eachMember(data, func(name []byte, v span) error {
+			if string(name) == "usage" && parseUsage(data[v.start:v.end]) != nil {
+				t.Fatalf("fast path passed a usage on: %s", data)
+			}
+			return nil
+		})
+	})
+}

@@ -3,6 +3,7 @@ package guard
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,8 +14,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/stub"
+	"github.com/hashicorp/go-hclog"
 )
 
 // TestHelperLoadProcess is not a test: re-executed by BenchmarkGuardProcess
@@ -26,8 +30,17 @@ func TestHelperLoadProcess(t *testing.T) {
 	if os.Getenv("GUARD_HELPER") != "1" {
 		t.Skip("helper process for BenchmarkGuardProcess")
 	}
-	up := newStandIn(t, false)
-	fmt.Printf("ADDR %s\n", up.url)
+	upURL, body := "", benchBody
+	if os.Getenv("GUARD_HELPER_STREAMS") == "1" {
+		// The stand-in vLLM: 64 tokens 1 ms apart, as in make bench-proxy.
+		v := stub.NewVLLM(stub.VLLMOptions{Listen: "127.0.0.1:0", ITL: time.Millisecond, ReplyTokens: 64, Logger: hclog.NewNullLogger()})
+		go func() { _ = v.Run(context.Background()) }()
+		<-v.Ready()
+		upURL, body = "http://"+v.Addr().String(), benchStreamBody
+	} else {
+		upURL = newStandIn(t, false).url
+	}
+	fmt.Printf("ADDR %s\n", upURL)
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var url, key string
@@ -44,16 +57,16 @@ func TestHelperLoadProcess(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for next.Add(1) <= int64(n) {
-					req, _ := http.NewRequest("POST", url+"/v1/chat/completions", bytes.NewReader([]byte(benchBody)))
+					req, _ := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(body))
 					req.Header.Set("Content-Type", "application/json")
 					req.Header.Set("Authorization", "Bearer "+key)
 					resp, err := client.Do(req)
 					if err != nil {
 						continue
 					}
-					_, _ = io.Copy(io.Discard, resp.Body)
+					got, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode == 200 {
+					if resp.StatusCode == 200 && (body == benchBody || bytes.HasSuffix(got, []byte("data: [DONE]\n\n"))) {
 						ok.Add(1)
 					}
 				}
@@ -89,11 +102,36 @@ func BenchmarkGuardProcess(b *testing.B) {
 	})
 }
 
+// benchStreamBody asks for a 64-token stream.
+const benchStreamBody = `{"model":"glm-4.7-flash","messages":[{"role":"user","content":"Say hello"}],"max_tokens":64,"stream":true}`
+
+// BenchmarkGuardStreamProcess measures the guard's own CPU per stream (64
+// events 1 ms apart, 256 at a time), the figure bench-proxy compares with
+// nginx's CPU per stream; profile it with -cpuprofile, which sees only the
+// guard.
+func BenchmarkGuardStreamProcess(b *testing.B) {
+	b.Run("audit=file", func(b *testing.B) {
+		w, _ := openAuditFile(b)
+		benchGuardProcessLoad(b, w, 256, true)
+	})
+}
+
 // benchGuardProcess measures the guard's own CPU per request, the load and
 // the upstream running in a helper process.
 func benchGuardProcess(b *testing.B, auditor Auditor, conc int, opts ...harnessOpt) {
+	benchGuardProcessLoad(b, auditor, conc, false, opts...)
+}
+
+// benchGuardProcessLoad is benchGuardProcess with streaming chats when
+// streams is true.
+func benchGuardProcessLoad(b *testing.B, auditor Auditor, conc int, streams bool, opts ...harnessOpt) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLoadProcess$", "-test.v=false")
 	cmd.Env = append(os.Environ(), "GUARD_HELPER=1")
+	unit, warm := "req", 2000
+	if streams {
+		cmd.Env = append(cmd.Env, "GUARD_HELPER_STREAMS=1")
+		unit, warm = "stream", 2*conc
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -121,7 +159,7 @@ func benchGuardProcess(b *testing.B, auditor Auditor, conc int, opts ...harnessO
 		func(cfg *config.Guard, _ *harness) { cfg.Upstream = upURL })
 	h := newHarness(b, opts...)
 	// Warm the connection pools, then measure b.N requests.
-	fmt.Fprintf(stdin, "%s %s %d %d\n", h.url, keyUser2, 2000, conc)
+	fmt.Fprintf(stdin, "%s %s %d %d\n", h.url, keyUser2, warm, conc)
 	line("DONE")
 	b.ResetTimer()
 	cpu0 := cpuTime()
@@ -132,5 +170,5 @@ func benchGuardProcess(b *testing.B, auditor Auditor, conc int, opts ...harnessO
 	if okN != b.N {
 		b.Fatalf("%d of %d requests succeeded", okN, b.N)
 	}
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "guard-cpu-µs/req")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "guard-cpu-µs/"+unit)
 }

@@ -361,8 +361,8 @@ func (f *sseFilter) next() ([]byte, error) {
 			}
 			return nil, f.err
 		}
-		if cap(f.in)-len(f.in) < 512 {
-			f.in = slices.Grow(f.in, 2048)
+		if cap(f.in)-len(f.in) < 256 {
+			f.in = slices.Grow(f.in, 1024) // an event or two; grows for larger ones
 		}
 		n, err := f.src.Read(f.in[len(f.in):cap(f.in)])
 		f.in = f.in[:len(f.in)+n]
@@ -445,6 +445,11 @@ func (f *sseFilter) keep(ev []byte) bool {
 	if !bytes.Contains(ev, []byte(`"usage"`)) {
 		return true
 	}
+	if data, ok := singleDataLine(ev); ok && usageOnlyNull(data) {
+		// Every chunk of a stream asked with include_usage carries
+		// "usage":null: passed on without validating the whole event.
+		return true
+	}
 	var data []byte
 	for _, line := range bytes.Split(ev, []byte("\n")) {
 		line = bytes.TrimRight(line, "\r")
@@ -479,3 +484,61 @@ func (f *sseFilter) keep(ev []byte) bool {
 }
 
 func (f *sseFilter) Close() error { return f.src.Close() }
+
+// singleDataLine returns the payload of an event that is one "data:" line.
+func singleDataLine(ev []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(ev, []byte("data:"))
+	if !ok {
+		return nil, false
+	}
+	rest = bytes.TrimRight(rest, "\r\n")
+	if bytes.IndexByte(rest, '\n') >= 0 || bytes.IndexByte(rest, '\r') >= 0 {
+		return nil, false
+	}
+	return bytes.TrimPrefix(rest, []byte(" ")), true
+}
+
+// usageOnlyNull reports whether data is an object whose every top-level
+// "usage" member is null, read without validating the rest: true only
+// where a full parse of valid JSON would find no usage, and for malformed
+// JSON (which the full parse passes on without usage too). A member name
+// with an escape, or anything it cannot tell, gives false: the full parse
+// decides.
+func usageOnlyNull(data []byte) bool {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return false
+	}
+	depth, found := 0, false
+	for ; i < len(data); i++ {
+		switch data[i] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case '"':
+			end := stringEnd(data, i)
+			if depth == 1 {
+				j := skipSpace(data, end)
+				if j < len(data) && data[j] == ':' { // a member name
+					name := data[i+1 : max(end-1, i+1)]
+					if bytes.IndexByte(name, '\\') >= 0 {
+						return false
+					}
+					if string(name) == "usage" {
+						v := skipSpace(data, j+1)
+						if !bytes.HasPrefix(data[v:], []byte("null")) {
+							return false
+						}
+						if k := v + 4; k < len(data) && !bytes.ContainsRune([]byte(" \t\r\n,}"), rune(data[k])) {
+							return false
+						}
+						found = true
+					}
+				}
+			}
+			i = end - 1
+		}
+	}
+	return found
+}

@@ -43,6 +43,14 @@ type upConn struct {
 	reused    bool
 }
 
+// upstreamReadBuffer sizes each upstream connection's read buffer. An open
+// stream holds its buffer for as long as the model generates, so it is kept
+// small: an answer's head and one SSE chunk fit, longer lines and bodies are
+// read in several steps (textproto joins long header lines; a body read into
+// a larger buffer bypasses it).
+const upstreamReadBuffer = 2 << 10
+
+// upstreamBuffer sizes the pooled buffers requests are written with.
 const upstreamBuffer = 4 << 10
 
 func newUpstreamClient(up upstream, maxConns int) *upstreamClient {
@@ -85,7 +93,7 @@ func (u *upstreamClient) get(ctx context.Context) (*upConn, error) {
 		<-u.slots
 		return nil, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, upstreamBuffer)}, nil
+	return &upConn{c: c, br: bufio.NewReaderSize(c, upstreamReadBuffer)}, nil
 }
 
 // put returns a connection whose answer was read to its end to the pool.
