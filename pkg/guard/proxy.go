@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,35 +44,41 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// outbound builds the request to the upstream: exactly the path the guard
-// checked, the query as sent, and the client's headers less everything in dropRequestHeaders, the headers
-// named in its Connection header, and X-Real-IP unless from a trusted
-// proxy.
-func (g *Guard) outbound(r *http.Request, x *exchange) *http.Request {
-	h := make(http.Header, len(r.Header)+1)
-	var named []string
+// outRequest is the request the guard sends upstream: exactly the path the
+// guard checked, the query as sent, the request id, and the client's
+// headers less everything in dropRequestHeaders, the headers named in its
+// Connection header, and X-Real-IP unless from a trusted proxy. The
+// client's header map is read as it is (writeRequest skips what keep
+// refuses): no copy of it is made per request.
+type outRequest struct {
+	method, path, rawQuery string
+	header                 http.Header // the client's; read only
+	named                  []string    // named in the client's Connection header
+	realIP                 bool        // X-Real-IP passes: the client is a trusted proxy
+	requestID              string
+}
+
+// keep says whether the client's header k goes upstream.
+func (o *outRequest) keep(k string) bool {
+	if dropRequestHeaders[k] || slices.Contains(o.named, k) {
+		return false
+	}
+	return k != "X-Real-Ip" || o.realIP
+}
+
+// outbound describes the upstream request for r.
+func (g *Guard) outbound(r *http.Request, x *exchange) *outRequest {
+	o := &outRequest{method: r.Method, path: x.path, rawQuery: r.URL.RawQuery, header: r.Header, requestID: x.id}
 	for _, c := range r.Header["Connection"] {
 		for f := range strings.SplitSeq(c, ",") {
-			named = append(named, http.CanonicalHeaderKey(strings.TrimSpace(f)))
+			o.named = append(o.named, http.CanonicalHeaderKey(strings.TrimSpace(f)))
 		}
 	}
-	for k, vv := range r.Header {
-		if dropRequestHeaders[k] || slices.Contains(named, k) {
-			continue
-		}
-		if k == "X-Real-Ip" {
-			if ip, err := netip.ParseAddr(hostOf(r.RemoteAddr)); err != nil || !x.s.isTrusted(ip) {
-				continue
-			}
-		}
-		h[k] = vv
+	if _, ok := r.Header["X-Real-Ip"]; ok {
+		ip, err := netip.ParseAddr(hostOf(r.RemoteAddr))
+		o.realIP = err == nil && x.s.isTrusted(ip)
 	}
-	h["X-Request-Id"] = []string{x.id}
-	return &http.Request{
-		Method: r.Method,
-		URL:    &url.URL{Path: x.path, RawQuery: r.URL.RawQuery},
-		Header: h,
-	}
+	return o
 }
 
 // proxy sends an admitted request upstream and its answer back: headers

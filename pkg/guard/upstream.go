@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -131,7 +132,7 @@ func (u *upstreamClient) closeIdle() {
 // end). A request that fails on a reused connection before any byte of an
 // answer arrived (the upstream closed it while idle) is sent again once on
 // a new connection: its body is in memory.
-func (u *upstreamClient) do(ctx context.Context, req *http.Request, body []byte, headerTimeout time.Duration) (*http.Response, error) {
+func (u *upstreamClient) do(ctx context.Context, req *outRequest, body []byte, headerTimeout time.Duration) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		pc, err := u.get(ctx)
 		if err != nil {
@@ -161,7 +162,7 @@ func staleConn(err error) bool {
 // errHeaderTimeout: the upstream sent no answer headers in time.
 var errHeaderTimeout = errors.New("the model server sent no answer in time")
 
-func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Request, body []byte, headerTimeout time.Duration) (*http.Response, error) {
+func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *outRequest, body []byte, headerTimeout time.Duration) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
 	if err := writeRequest(pc.c, u.host, req, body); err != nil {
 		stop()
@@ -171,7 +172,7 @@ func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Re
 	var err error
 	_ = pc.c.SetReadDeadline(time.Now().Add(headerTimeout))
 	for {
-		resp, err = http.ReadResponse(pc.br, req)
+		resp, err = http.ReadResponse(pc.br, answerTo(req.method))
 		if err != nil {
 			stop()
 			var ne net.Error
@@ -196,24 +197,58 @@ func (u *upstreamClient) roundTrip(ctx context.Context, pc *upConn, req *http.Re
 // needs one only while it writes, not for the whole life of a stream.
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, upstreamBuffer) }}
 
+// escapedPath is p (decoded, as the guard checked it) escaped for a
+// request line: as it is when it holds only characters that never need
+// escaping (every route of the table), else by net/url — a decoded %0D%0A
+// must never reach the upstream as a line break.
+func escapedPath(p string) string {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '/' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return (&url.URL{Path: p}).EscapedPath()
+		}
+	}
+	return p
+}
+
+// answerTo returns a request of the method for http.ReadResponse, which
+// reads only its Method (a HEAD answer has no body): shared and never
+// changed, except for methods outside the route table.
+func answerTo(method string) *http.Request {
+	if r, ok := methodRequests[method]; ok {
+		return r
+	}
+	return &http.Request{Method: method}
+}
+
+var methodRequests = map[string]*http.Request{
+	http.MethodGet: {Method: http.MethodGet}, http.MethodPost: {Method: http.MethodPost},
+	http.MethodHead: {Method: http.MethodHead}, http.MethodDelete: {Method: http.MethodDelete},
+}
+
 // writeRequest writes the request line, headers and body in one flush.
-func writeRequest(c net.Conn, host string, req *http.Request, body []byte) error {
+func writeRequest(c net.Conn, host string, req *outRequest, body []byte) error {
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(c)
 	defer func() { bw.Reset(nil); writers.Put(bw) }()
-	uri := req.URL.EscapedPath()
-	if req.URL.RawQuery != "" {
-		uri += "?" + req.URL.RawQuery
-	}
-	bw.WriteString(req.Method)
+	bw.WriteString(req.method)
 	bw.WriteByte(' ')
-	bw.WriteString(uri)
+	bw.WriteString(escapedPath(req.path))
+	if req.rawQuery != "" {
+		bw.WriteByte('?')
+		bw.WriteString(req.rawQuery)
+	}
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(host)
+	bw.WriteString("\r\nX-Request-Id: ")
+	bw.WriteString(req.requestID)
 	bw.WriteString("\r\n")
-	// The values come from net/http's request parser (no CR or LF can be
-	// in them) or from the guard itself: written as they are, unsorted.
-	for k, vv := range req.Header {
+	// The client's headers come from net/http's request parser (no CR or LF
+	// can be in them): written as they are, unsorted.
+	for k, vv := range req.header {
+		if !req.keep(k) {
+			continue
+		}
 		for _, v := range vv {
 			bw.WriteString(k)
 			bw.WriteString(": ")
@@ -221,7 +256,7 @@ func writeRequest(c net.Conn, host string, req *http.Request, body []byte) error
 			bw.WriteString("\r\n")
 		}
 	}
-	if body != nil || req.Method == http.MethodPost {
+	if body != nil || req.method == http.MethodPost {
 		bw.WriteString("Content-Length: ")
 		bw.WriteString(strconv.Itoa(len(body)))
 		bw.WriteString("\r\n")

@@ -199,3 +199,19 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// TestEscapedPath: the decoded path the guard checked is escaped again for
+// the upstream's request line; no byte of it can end the line.
+func TestEscapedPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/v1/chat/completions":   "/v1/chat/completions",
+		"/v1/models/glm-4.7_x~1": "/v1/models/glm-4.7_x~1",
+		"/v1/models/a b":         "/v1/models/a%20b",
+		"/v1/models/a\r\nX: y":   "/v1/models/a%0D%0AX:%20y",
+		"/v1/models/é?#":         "/v1/models/%C3%A9%3F%23",
+	} {
+		if got := escapedPath(in); got != want {
+			t.Errorf("escapedPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
