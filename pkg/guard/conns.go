@@ -7,9 +7,12 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 )
 
 // Connection caps. A guard in front of a model must not let anonymous
@@ -282,13 +285,85 @@ type trackedConn struct {
 	exempt bool
 	authed bool
 	closed bool
+	// linger: the connection closes with input unread (a refused body):
+	// Close half-closes it and reads what the client still sends, briefly,
+	// before closing, so the refusal is not lost to a reset.
+	linger atomic.Bool
 }
 
 // Close closes the connection and forgets it (once).
 func (c *trackedConn) Close() error {
+	if c.linger.Swap(false) {
+		c.lingerClose()
+	}
 	err := c.Conn.Close()
 	c.lim.closed(c)
 	return err
+}
+
+// Lingering close (RFC 9112 §9.6): a connection closed while the client is
+// still sending makes the kernel answer its data with a reset, and a reset
+// can destroy the answer the client has not read yet — a 413 or 401 would
+// reach it as "connection reset by peer". So the write side is shut first
+// (FIN after the answer), then input is read and dropped until the client
+// closes, for at most lingerTime and lingerBytes: nginx's lingering_close,
+// with a bound a hostile client cannot stretch.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 1 << 20
+)
+
+func (c *trackedConn) lingerClose() {
+	if pendingInput(c.Conn) == 0 {
+		// Nothing unread: a close sends a plain FIN. A client that
+		// announced a body and sends nothing (the slow-loris of issue 9)
+		// is not waited for.
+		return
+	}
+	if c.CloseWrite() != nil {
+		return
+	}
+	if c.SetReadDeadline(time.Now().Add(lingerTime)) != nil {
+		return
+	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	for n := 0; n < lingerBytes; {
+		k, err := c.Conn.Read(*bp)
+		n += k
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pendingInput returns the bytes received on c and not yet read (SIOCINQ);
+// -1 when it cannot tell, which lingers.
+func pendingInput(c net.Conn) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	n := -1
+	if raw.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+			n = v
+		}
+	}) != nil {
+		return -1
+	}
+	return n
+}
+
+// lingerOnClose marks the connection of ctx for a lingering close.
+func lingerOnClose(ctx context.Context) {
+	if tc, ok := ctx.Value(connCtxKey{}).(*trackedConn); ok {
+		tc.linger.Store(true)
+	}
 }
 
 type connCtxKey struct{}

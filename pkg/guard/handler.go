@@ -415,8 +415,10 @@ func (g *Guard) refuse(w *recorder, r *http.Request, x *exchange, status int, ty
 	}
 	if unread {
 		// net/http would read up to 256 KiB of the unread body after the
-		// answer, waiting as long as the client likes: end reading now.
+		// answer, waiting as long as the client likes: end reading now,
+		// and close with a bounded linger so the answer is not reset away.
 		_ = rc.SetReadDeadline(time.Unix(1, 0))
+		lingerOnClose(r.Context())
 	}
 	// A client that does not read its answer cannot hold the handler.
 	_ = rc.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))

@@ -2,8 +2,10 @@ package guard
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -91,6 +93,47 @@ func TestRefusedRequestAnsweredWithoutItsBody(t *testing.T) {
 				t.Fatalf("the upstream was reached (%d → %d)", hits, got)
 			}
 		})
+	}
+}
+
+// TestRefusalSurvivesABodyStillComing: a client still sending its body when
+// it is refused gets the refusal and a clean end of the connection, not a
+// reset. The guard stops reading at the refusal; closing with body bytes
+// unread makes the kernel answer with a reset, which HTTP clients report
+// as "connection reset by peer" instead of the answer (Go's transport does,
+// when the reset hits its body write before its reader got the answer). So
+// the connection is half-closed after the answer (FIN) and drained briefly
+// before it is closed (lingering close).
+func TestRefusalSurvivesABodyStillComing(t *testing.T) {
+	h := newHarness(t)
+	chunk := bytes.Repeat([]byte("a"), 64<<10)
+	for i := range 10 {
+		c := h.dialRaw(t)
+		head := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 1<<20)
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(chunk); err != nil { // unread by the guard when it answers
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("attempt %d: no answer: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusUnauthorized || errorBody(t, body).Code == "" {
+			t.Fatalf("attempt %d: got %d %s, want a 401 in OpenAI's error shape", i, resp.StatusCode, body)
+		}
+		// The guard's side ends with a FIN (EOF here), not a reset…
+		if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+			t.Fatalf("attempt %d: after the answer: %v, want EOF (a reset loses answers)", i, err)
+		}
+		// …and what the client still sends is taken, not reset.
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatalf("attempt %d: the rest of the body after the answer: %v", i, err)
+		}
 	}
 }
 
