@@ -70,7 +70,8 @@ func encodeBody(r *Record) ([]byte, error) {
 	if y := r.Time.Year(); y < 0 || y > 9999 {
 		return nil, fmt.Errorf("encode audit record: time %v out of range", r.Time)
 	}
-	return appendRecordBody(make([]byte, 0, 256+len(r.RequestBody)+len(r.ResponseBody)), r), nil
+	// 512: a metadata record's body is 300–450 bytes; the buffer never grows.
+	return appendRecordBody(make([]byte, 0, 512+len(r.RequestBody)+len(r.ResponseBody)), r), nil
 }
 
 // appendLine appends the full line (newline included) for body chained to

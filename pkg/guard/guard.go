@@ -28,7 +28,8 @@ import (
 // Auditor records audit records. Write returns once the record has completed
 // write(2) (and fsync, per the writer's policy); an error means the record
 // could not be written, and the guard answers 503. A writer configured with
-// on_error = "continue" returns nil instead.
+// on_error = "continue" returns nil instead. Neither Write nor Submit keeps
+// r after it returns: the guard fills the same record again.
 type Auditor interface {
 	Write(ctx context.Context, r *audit.Record) error
 }

@@ -23,6 +23,7 @@ import (
 // reads and writes, and that the proxy hooks and the response recorder
 // share. All of it is touched from the request's goroutine.
 type exchange struct {
+	rec   audit.Record // the audit record being written (record)
 	id    string
 	start time.Time
 	// s is the settings in force when the request arrived: one view for
@@ -548,7 +549,10 @@ func (s *settings) isTrusted(a netip.Addr) bool {
 }
 
 func (g *Guard) record(r *http.Request, x *exchange, stage string, status int) *audit.Record {
-	rec := &audit.Record{
+	// One record per exchange, filled again for each stage: the auditor
+	// keeps none after its call (Auditor), so none is allocated per record.
+	rec := &x.rec
+	*rec = audit.Record{
 		Time:      time.Now().UTC(),
 		Stage:     stage,
 		RequestID: x.id,
