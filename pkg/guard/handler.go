@@ -479,9 +479,9 @@ func setRateHeaders(h http.Header, s RateStatus) {
 // bodyTimeout. status is non-zero on failure (413, 408 or 400); the read
 // deadline then stays, so nothing more is read from that connection.
 func (s *settings) read(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
-	tooBig := fmt.Sprintf("The request body is larger than the %d bytes allowed.", s.maxBody)
+	tooBig := func() string { return fmt.Sprintf("The request body is larger than the %d bytes allowed.", s.maxBody) }
 	if r.ContentLength > s.maxBody {
-		return nil, http.StatusRequestEntityTooLarge, tooBig
+		return nil, http.StatusRequestEntityTooLarge, tooBig()
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.bodyTimeout))
@@ -498,7 +498,7 @@ func (s *settings) read(w http.ResponseWriter, r *http.Request) ([]byte, int, st
 	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
-		return nil, http.StatusRequestEntityTooLarge, tooBig
+		return nil, http.StatusRequestEntityTooLarge, tooBig()
 	case errors.As(err, &ne) && ne.Timeout():
 		return nil, http.StatusRequestTimeout, fmt.Sprintf("The request body did not arrive within %s.", s.bodyTimeout)
 	case err != nil:
