@@ -66,5 +66,6 @@ demo-cluster: build ## two glmctl boxes sharing one set of limits through a loca
 
 .PHONY: faults
 faults: ## the fault suite: floods, kill -9, cut streams, hung model, full audit disk, broken keys files (FAULTS_RUN= to pick)
-	$(GO) test -race -count=1 -v -timeout 30m -run '$(or $(FAULTS_RUN),$(FAULT_TESTS))' ./...
-FAULT_TESTS := TestFloodCannotStarveSupervisor|TestKill9LeavesNoProcess|TestStreamCutEndsWithError|TestHungUpstreamRefusedAtOnce|TestAuditFailureLoggedOnce|TestMissingKeysFileRecorded|TestInvalidReloadKeepsOldKeys|TestStopReachesStoppedProcess|TestStarvedSupervisorRecovers|TestStoreFailureModes|TestRefusedRequestAnsweredWithoutItsBody|TestSlowBodyCut|TestConnectionCaps|TestFullFilesystem|TestReadOnlyDirectory|TestKill9Durability|TestCrashDuringRotation|TestReloadUnderLoad
+	GLMCTL_SOAK=$(SOAK) $(GO) test -race -count=1 -v -timeout 30m -run '$(or $(FAULTS_RUN),$(FAULT_TESTS))' ./...
+FAULT_TESTS := TestFloodCannotStarveSupervisor|TestKill9LeavesNoProcess|TestStreamCutEndsWithError|TestHungUpstreamRefusedAtOnce|TestAuditFailureLoggedOnce|TestMissingKeysFileRecorded|TestInvalidReloadKeepsOldKeys|TestStopReachesStoppedProcess|TestStarvedSupervisorRecovers|TestStoreFailureModes|TestRefusedRequestAnsweredWithoutItsBody|TestSlowBodyCut|TestConnectionCaps|TestFullFilesystem|TestReadOnlyDirectory|TestKill9Durability|TestCrashDuringRotation|TestReloadUnderLoad|TestKill9UnderLoad|TestSIGTERMWithOpenStreams|TestSoak
+SOAK ?= 4m
