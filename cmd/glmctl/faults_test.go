@@ -825,3 +825,41 @@ func mib(v []int64) []int64 {
 	}
 	return out
 }
+
+// TestSIGTERMDrainTimeoutCutsStreams (issue 15): SIGTERM with drain_timeout
+// "4s" while four short streams (20 tokens, about 2 s) and four long ones
+// (1000 tokens, about 100 s) are open. The short ones end with [DONE]
+// within the drain; the long ones are ended when it runs out, each with an
+// event in OpenAI's error shape (code "server_shutting_down"), never by the
+// connection dropping under the client, and their completed records say so.
+func TestSIGTERMDrainTimeoutCutsStreams(t *testing.T) {
+	const drain = 4 * time.Second
+	run := streamsThroughSIGTERM(t, drain, fmt.Sprintf("  drain_timeout  = %q\n", drain.String()),
+		[]int64{20, 1000, 20, 1000, 20, 1000, 20, 1000})
+	ends := map[string]int{}
+	for _, r := range run.results {
+		k := r.endKind()
+		ends[fmt.Sprintf("%d tokens: %s", r.maxTokens, k)]++
+		want := "done"
+		if r.maxTokens == 1000 {
+			want = "error"
+		}
+		if k != want {
+			t.Errorf("stream %s (%d tokens) ended %q after %d chunks, want %s; last bytes %q",
+				r.id, r.maxTokens, k, r.chunks, want, r.raw[max(0, len(r.raw)-200):])
+		}
+		if k == "error" && !strings.Contains(string(r.raw), `"code":"server_shutting_down"`) {
+			t.Errorf("stream %s: the error event does not say the server is shutting down: %q", r.id, r.raw[max(0, len(r.raw)-300):])
+		}
+	}
+	cut := 0
+	for _, rec := range run.recs {
+		if rec.Stage == "completed" && rec.Stream && rec.Error == "server_shutting_down" {
+			cut++
+		}
+	}
+	if cut != 4 {
+		t.Errorf("%d completed records say server_shutting_down, want 4 (the long streams)", cut)
+	}
+	t.Logf("ended %v; glmctl exited 0 after %s (drain_timeout %v); verify: %s", ends, run.exitAfter.Round(time.Millisecond), drain, run.verify)
+}

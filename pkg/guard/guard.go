@@ -114,6 +114,9 @@ type Guard struct {
 	auditState auditHealth
 	// hung is set when the upstream sent no answer in time.
 	hung hungMark
+	// answering holds the answers being passed through, so that a drain
+	// that runs out can end each one properly before the connections go.
+	answering answerSet
 
 	reload     sync.Mutex // serialises reloads; guards files and tlsSums
 	files      map[string]*FileState
@@ -378,7 +381,18 @@ func (g *Guard) Run(ctx context.Context) error {
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if err != nil {
-		g.log.Warn("guard drain timed out; closing the remaining connections", "error", err)
+		// Answers still being passed through are ended first — a stream
+		// with an error event in OpenAI's shape, a body cut — and only then
+		// are the connections closed: a client never sees its stream stop
+		// without a word.
+		n, ended := g.answering.cut()
+		g.log.Warn("guard drain timed out; ending the open answers and closing the remaining connections",
+			"error", err, "open_answers", n)
+		select {
+		case <-ended:
+		case <-time.After(cutGrace):
+			g.log.Warn("open answers did not end in time; closing their connections", "grace", cutGrace.String())
+		}
 		_ = srv.Close()
 	}
 	<-serveDone

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/glmctl/glmctl/internal/keys"
@@ -23,6 +24,7 @@ import (
 // reads and writes, and that the proxy hooks and the response recorder
 // share. All of it is touched from the request's goroutine.
 type exchange struct {
+	cut   atomic.Bool  // the shutdown ended its answer (answerSet.cut)
 	rec   audit.Record // the audit record being written (record)
 	id    string
 	start time.Time

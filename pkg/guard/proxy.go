@@ -110,6 +110,13 @@ func (g *Guard) proxy(w *recorder, r *http.Request, x *exchange) {
 		return
 	}
 	defer resp.Body.Close()
+	// Sent, and in the received record: the request body is not held for
+	// the life of a stream (a long conversation's prompt is many KiB).
+	x.body, x.reqBody = nil, nil
+	if ub, ok := resp.Body.(*upBody); ok {
+		g.answering.add(x, ub.abort)
+		defer g.answering.remove(x)
+	}
 	x.upstreamStatus = resp.StatusCode
 	copyResponseHeaders(w.Header(), resp.Header)
 	ct := resp.Header.Get("Content-Type")
@@ -180,6 +187,9 @@ func (g *Guard) copyBody(w *recorder, src io.Reader, x *exchange) {
 		case rerr == io.EOF:
 			return
 		case rerr != nil:
+			if x.cut.Load() {
+				x.errMsg = codeShuttingDown
+			}
 			if x.errMsg == "" {
 				x.errMsg = "incomplete"
 			}
@@ -193,6 +203,13 @@ func (g *Guard) copyBody(w *recorder, src io.Reader, x *exchange) {
 // streamCutEvent ends a stream the upstream cut: an SSE event in OpenAI's
 // error shape, so SDKs raise a clear error instead of seeing a silent end.
 var streamCutEvent = []byte(`data: {"error":{"message":"The model server ended the stream early; the answer is incomplete.","type":"server_error","param":null,"code":"upstream_incomplete"}}` + "\n\n")
+
+// shutdownCutEvent ends a stream still open when glmctl's drain_timeout ran
+// out: the client learns why, and that a retry is the remedy.
+var shutdownCutEvent = []byte(`data: {"error":{"message":"The server is shutting down and ended this stream; the answer is incomplete. Retry the request.","type":"server_error","param":null,"code":"` + codeShuttingDown + `"}}` + "\n\n")
+
+// codeShuttingDown is the error code of an answer the shutdown ended.
+const codeShuttingDown = "server_shutting_down"
 
 // copyStream passes an event stream through, flushing after every read
 // from the upstream.
@@ -213,6 +230,12 @@ func (g *Guard) copyStream(w *recorder, f *sseFilter, x *exchange) {
 		}
 		switch {
 		case rerr == io.EOF:
+			return
+		case rerr != nil && x.cut.Load():
+			x.errMsg = codeShuttingDown
+			g.log.Debug("stream ended by the shutdown", "request_id", x.id)
+			_, _ = w.Write(shutdownCutEvent)
+			_ = flush.Flush()
 			return
 		case rerr != nil:
 			x.errMsg = "incomplete"

@@ -286,6 +286,10 @@ func (b *upBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// abort makes the body's pending and next reads fail at once (from any
+// goroutine); the connection is not reused.
+func (b *upBody) abort() { _ = b.pc.c.SetDeadline(time.Unix(1, 0)) }
+
 func (b *upBody) Close() error {
 	if b.done {
 		return nil
