@@ -5,12 +5,13 @@ import (
 	"time"
 )
 
-// answerSet holds the answers the guard is passing through (after the
-// upstream's headers, until the body or stream has ended), each with the
-// function that aborts its upstream read. When the drain_timeout of a
-// shutdown runs out, cut aborts them all: each handler then ends its answer
-// itself — a stream with shutdownCutEvent, a plain body by aborting the
-// connection — and returns, before net/http closes the connections.
+// answerSet holds the exchanges the guard is forwarding (from the request
+// sent upstream to the end of its answer), each with the function that
+// aborts its upstream I/O. When the drain_timeout of a shutdown runs out,
+// cut aborts them all: each handler then ends its exchange itself — 503
+// server_shutting_down while no answer had come, a stream with
+// shutdownCutEvent, a plain body by aborting the connection — and returns,
+// before net/http closes the connections.
 type answerSet struct {
 	mu      sync.Mutex
 	m       map[*exchange]func()

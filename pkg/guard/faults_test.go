@@ -2,6 +2,7 @@ package guard
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -116,5 +117,84 @@ func TestHungUpstreamRefusedAtOnce(t *testing.T) {
 	}
 	if n := strings.Count(h.logs.String(), "sent no answer in time"); n != 1 {
 		t.Fatalf("hang logged %d times", n)
+	}
+}
+
+// TestDrainTimeoutEndsExchanges: when a shutdown's drain_timeout runs out,
+// every exchange still being forwarded is ended properly before the
+// connections close — a request still waiting for the model server's
+// answer gets 503 server_shutting_down with Retry-After, an open stream
+// ends with an error event of that code — and both are audited so.
+func TestDrainTimeoutEndsExchanges(t *testing.T) {
+	h := newHarness(t) // DrainTimeout 500ms
+	type answer struct {
+		status int
+		retry  string
+		body   string
+		id     string
+		err    error
+	}
+	send := func(model string, stream bool, first chan<- struct{}) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			raw, _ := json.Marshal(chatBody(model, 50, stream))
+			req, _ := http.NewRequest("POST", h.url+"/v1/chat/completions", strings.NewReader(string(raw)))
+			req.Header.Set("Authorization", "Bearer "+keyUser2)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				ch <- answer{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			var got strings.Builder
+			if first != nil {
+				line, err := br.ReadString('\n')
+				got.WriteString(line)
+				if err != nil {
+					ch <- answer{err: err}
+					return
+				}
+				first <- struct{}{}
+			}
+			rest, err := io.ReadAll(br)
+			got.Write(rest)
+			ch <- answer{status: resp.StatusCode, retry: resp.Header.Get("Retry-After"), body: got.String(), id: resp.Header.Get("X-Request-Id"), err: err}
+		}()
+		return ch
+	}
+	streamed := make(chan struct{}, 1)
+	held := send("hold", false, nil)       // waits for its answer's headers
+	stream := send("slow", true, streamed) // a stream with no end
+	waitFor(t, 10*time.Second, "both requests at the upstream", func() bool { return h.up.inFlight.Load() == 2 })
+	select {
+	case <-streamed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream's first event never came")
+	}
+	h.cancel() // stop: the drain (500 ms) runs out on both
+	for name, ch := range map[string]<-chan answer{"held": held, "stream": stream} {
+		var a answer
+		select {
+		case a = <-ch:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s: no end within 15 s of the stop", name)
+		}
+		switch name {
+		case "held":
+			if a.err != nil || a.status != http.StatusServiceUnavailable || a.retry == "" || !strings.Contains(a.body, `"code":"server_shutting_down"`) {
+				t.Errorf("held request: %+v, want 503 server_shutting_down with Retry-After", a)
+			}
+		case "stream":
+			if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, `"code":"server_shutting_down"`) {
+				t.Errorf("stream: %v status %d, last bytes %q, want its end to be a server_shutting_down event", a.err, a.status, a.body[max(0, len(a.body)-300):])
+			}
+		}
+		if a.id != "" {
+			recs := h.audit.completed(t, a.id) // received, then completed
+			if last := recs[len(recs)-1]; last.Error != codeShuttingDown {
+				t.Errorf("%s: completed record error %q, want %s", name, last.Error, codeShuttingDown)
+			}
+		}
 	}
 }

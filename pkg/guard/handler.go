@@ -22,12 +22,16 @@ import (
 
 // exchange is the per-request state that every stage of the request path
 // reads and writes, and that the proxy hooks and the response recorder
-// share. All of it is touched from the request's goroutine.
+// share. All of it is touched from the request's goroutine, but cut and up,
+// which answerSet.cut also reaches (an atomic, a mutex).
 type exchange struct {
-	cut   atomic.Bool  // the shutdown ended its answer (answerSet.cut)
-	rec   audit.Record // the audit record being written (record)
-	id    string
-	start time.Time
+	cut atomic.Bool // the shutdown ended its answer (answerSet.cut)
+	up  upHandle    // aborts its upstream I/O (answerSet.cut)
+	// forwarding: sent upstream, in answerSet until finish.
+	forwarding bool
+	rec        audit.Record // the audit record being written (record)
+	id         string
+	start      time.Time
 	// s is the settings in force when the request arrived: one view for
 	// the whole request, whatever reloads happen meanwhile.
 	s    *settings
@@ -590,6 +594,10 @@ func (g *Guard) record(r *http.Request, x *exchange, stage string, status int) *
 // "completed" record, however the response ended (a panic from the proxy
 // aborting a broken stream included).
 func (g *Guard) finish(rw *recorder, r *http.Request, x *exchange) {
+	if x.forwarding {
+		// Last: a shutdown's cut waits for the answer flushed and recorded.
+		defer g.answering.remove(x)
+	}
 	status := rw.status
 	if status != 0 && !x.aborted {
 		// The answer leaves now: settling the limits and recording the

@@ -85,10 +85,20 @@ func (g *Guard) outbound(r *http.Request, x *exchange) *outRequest {
 // filtered, a stream event by event (flushed as each read from upstream
 // completes), a JSON answer read for its usage on the way.
 func (g *Guard) proxy(w *recorder, r *http.Request, x *exchange) {
-	resp, err := g.upstream.do(r.Context(), g.outbound(r, x), x.body, x.s.upstreamHeaderTimeout)
+	// From here to the end of the answer, a shutdown whose drain runs out
+	// can end the exchange properly (answerSet.cut).
+	g.answering.add(x, x.up.abort) // removed at the end of finish
+	x.forwarding = true
+	resp, err := g.upstream.do(r.Context(), g.outbound(r, x), x.body, x.s.upstreamHeaderTimeout, &x.up)
 	if err != nil {
 		if r.Context().Err() != nil {
 			x.errMsg = "client_closed"
+			return
+		}
+		if x.cut.Load() {
+			x.errMsg = codeShuttingDown
+			w.Header().Set("Retry-After", "5")
+			writeError(w, http.StatusServiceUnavailable, typeServer, codeShuttingDown, "The server is shutting down; retry the request shortly.")
 			return
 		}
 		if errors.Is(err, errHeaderTimeout) {
@@ -113,10 +123,6 @@ func (g *Guard) proxy(w *recorder, r *http.Request, x *exchange) {
 	// Sent, and in the received record: the request body is not held for
 	// the life of a stream (a long conversation's prompt is many KiB).
 	x.body, x.reqBody = nil, nil
-	if ub, ok := resp.Body.(*upBody); ok {
-		g.answering.add(x, ub.abort)
-		defer g.answering.remove(x)
-	}
 	x.upstreamStatus = resp.StatusCode
 	copyResponseHeaders(w.Header(), resp.Header)
 	ct := resp.Header.Get("Content-Type")

@@ -132,13 +132,21 @@ func (u *upstreamClient) closeIdle() {
 // end). A request that fails on a reused connection before any byte of an
 // answer arrived (the upstream closed it while idle) is sent again once on
 // a new connection: its body is in memory.
-func (u *upstreamClient) do(ctx context.Context, req *outRequest, body []byte, headerTimeout time.Duration) (*http.Response, error) {
+func (u *upstreamClient) do(ctx context.Context, req *outRequest, body []byte, headerTimeout time.Duration, h *upHandle) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		pc, err := u.get(ctx)
 		if err != nil {
 			return nil, err
 		}
+		if !h.set(pc.c) {
+			u.discard(pc)
+			return nil, errAborted
+		}
 		resp, err := u.roundTrip(ctx, pc, req, body, headerTimeout)
+		if err != nil && h.isAborted() {
+			u.discard(pc)
+			return nil, errAborted
+		}
 		if err == nil {
 			return resp, nil
 		}
@@ -157,6 +165,50 @@ func (u *upstreamClient) do(ctx context.Context, req *outRequest, body []byte, h
 func staleConn(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// errAborted: the exchange's upstream I/O was aborted (upHandle.abort).
+var errAborted = errors.New("aborted by the guard")
+
+// upHandle lets another goroutine abort an exchange's upstream I/O, on
+// whichever connection it is: the shutdown's cut (answerSet), from the
+// request's start to the end of its answer.
+type upHandle struct {
+	mu      sync.Mutex
+	c       net.Conn
+	aborted bool
+}
+
+// set records the connection in use; false when already aborted.
+func (h *upHandle) set(c net.Conn) bool {
+	if h == nil {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.c = c
+	return !h.aborted
+}
+
+// abort makes the pending and next reads and writes of the exchange's
+// upstream connection fail at once; the connection is not reused.
+func (h *upHandle) abort() {
+	h.mu.Lock()
+	h.aborted = true
+	c := h.c
+	h.mu.Unlock()
+	if c != nil {
+		_ = c.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+func (h *upHandle) isAborted() bool {
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.aborted
 }
 
 // errHeaderTimeout: the upstream sent no answer headers in time.
@@ -285,10 +337,6 @@ func (b *upBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// abort makes the body's pending and next reads fail at once (from any
-// goroutine); the connection is not reused.
-func (b *upBody) abort() { _ = b.pc.c.SetDeadline(time.Unix(1, 0)) }
 
 func (b *upBody) Close() error {
 	if b.done {
