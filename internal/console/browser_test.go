@@ -245,6 +245,7 @@ func (tr *traffic) step(phase, seconds float64) {
 	m.inFlight.Set(math.Round(rate * 0.45))
 	m.remReq.WithLabelValues("alice").Set(math.Max(0, math.Round(120-rate*6)))
 	m.remTok.WithLabelValues("alice").Set(math.Max(0, math.Round(120000-rate*4100)))
+	m.slots.WithLabelValues("alice").Set(math.Min(8, math.Round(rate/2)))
 	m.remReq.WithLabelValues("root").Set(57)
 	m.remTok.WithLabelValues("root").Set(51200)
 }

@@ -33,7 +33,7 @@ type keyRow struct {
 	Rotated            int // earlier secrets still in their grace
 	LastUsed           time.Time
 	RPM, TPM           bar
-	Concurrency        string
+	Concurrency        bar
 	Revoked            bool
 }
 
@@ -99,10 +99,7 @@ func (s *Server) keysView() *keysView {
 		l := lim.For(e.Name)
 		row.RPM = usage(latest.remainingReq, haveSample, e.Name, l.RPM, "rpm")
 		row.TPM = usage(latest.remainingTok, haveSample, e.Name, l.TPM, "tpm")
-		row.Concurrency = "unlimited"
-		if l.Concurrency > 0 {
-			row.Concurrency = fmt.Sprintf("limit %d", l.Concurrency)
-		}
+		row.Concurrency = inUse(latest.slotsInUse, haveSample, e.Name, l.Concurrency, "concurrent")
 		v.Rows = append(v.Rows, row)
 	}
 	return v
@@ -119,6 +116,19 @@ func usage(remaining map[string]float64, have bool, name string, limit int64, un
 		return usageBar(-1, float64(limit), unit)
 	}
 	return usageBar(float64(limit)-rem, float64(limit), unit)
+}
+
+// inUse is a key's use of a limit the guard reports as used (concurrency
+// slots), unknown without a sample or its series.
+func inUse(used map[string]float64, have bool, name string, limit int64, unit string) bar {
+	if limit <= 0 {
+		return usageBar(0, 0, unit)
+	}
+	n, ok := used[name]
+	if !have || !ok {
+		return usageBar(-1, float64(limit), unit)
+	}
+	return usageBar(n, float64(limit), unit)
 }
 
 // auditLastUsed returns the newest record time per key in the tail of the

@@ -20,6 +20,7 @@ const (
 	mRejections   = "glmctl_guard_rate_limit_rejections_total"
 	mRemainingReq = "glmctl_guard_rate_limit_remaining_requests"
 	mRemainingTok = "glmctl_guard_rate_limit_remaining_tokens"
+	mSlotsInUse   = "glmctl_guard_rate_limit_concurrency_in_use"
 )
 
 // limitOrder is the order of the refusal series (the guard's limit label).
@@ -40,6 +41,7 @@ type sample struct {
 	keyRequests  map[string]float64
 	remainingReq map[string]float64
 	remainingTok map[string]float64
+	slotsInUse   map[string]float64 // concurrency slots held (absent: no limit)
 }
 
 // hist is a cumulative histogram summed over its label values.
@@ -129,7 +131,7 @@ func (sp *sampler) sample(now time.Time) {
 		return
 	}
 	s := sample{at: now, refused: map[string]float64{}, keyRequests: map[string]float64{},
-		remainingReq: map[string]float64{}, remainingTok: map[string]float64{}}
+		remainingReq: map[string]float64{}, remainingTok: map[string]float64{}, slotsInUse: map[string]float64{}}
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case mRequests:
@@ -165,6 +167,10 @@ func (sp *sampler) sample(now time.Time) {
 		case mRemainingTok:
 			for _, m := range mf.GetMetric() {
 				s.remainingTok[label(m, "key")] = m.GetGauge().GetValue()
+			}
+		case mSlotsInUse:
+			for _, m := range mf.GetMetric() {
+				s.slotsInUse[label(m, "key")] = m.GetGauge().GetValue()
 			}
 		}
 	}

@@ -22,6 +22,7 @@ type guardMetrics struct {
 	rejections *prometheus.CounterVec
 	remReq     *prometheus.GaugeVec
 	remTok     *prometheus.GaugeVec
+	slots      *prometheus.GaugeVec
 }
 
 func newGuardMetrics() *guardMetrics {
@@ -36,8 +37,9 @@ func newGuardMetrics() *guardMetrics {
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: mRejections, Help: "h"}, []string{"key", "limit"}),
 		remReq:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: mRemainingReq, Help: "h"}, []string{"key"}),
 		remTok:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: mRemainingTok, Help: "h"}, []string{"key"}),
+		slots:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: mSlotsInUse, Help: "h"}, []string{"key"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.ttft, m.inFlight, m.rejections, m.remReq, m.remTok)
+	m.reg.MustRegister(m.requests, m.duration, m.ttft, m.inFlight, m.rejections, m.remReq, m.remTok, m.slots)
 	return m
 }
 
@@ -61,6 +63,7 @@ func TestSamplerSeries(t *testing.T) {
 	m.inFlight.Set(3)
 	m.rejections.WithLabelValues("alice", "rpm").Add(4)
 	m.remReq.WithLabelValues("alice").Set(70)
+	m.slots.WithLabelValues("alice").Set(3)
 	sp.sample(t0.Add(5 * time.Second))
 
 	g := sp.series()
@@ -85,8 +88,14 @@ func TestSamplerSeries(t *testing.T) {
 	if !sp.keyLastUsed("alice").Equal(t0.Add(5 * time.Second)) {
 		t.Errorf("alice last used %v", sp.keyLastUsed("alice"))
 	}
-	if l, _ := sp.latest(); l.remainingReq["alice"] != 70 {
-		t.Errorf("remaining %v", l.remainingReq)
+	if l, _ := sp.latest(); l.remainingReq["alice"] != 70 || l.slotsInUse["alice"] != 3 {
+		t.Errorf("remaining %v, slots in use %v", l.remainingReq, l.slotsInUse)
+	}
+	if b := inUse(map[string]float64{"alice": 3}, true, "alice", 8, "concurrent"); b.Text != "3 / 8 concurrent" || b.Level != "ok" {
+		t.Errorf("alice's concurrency bar %+v, want 3 / 8 concurrent", b)
+	}
+	if b := inUse(nil, true, "bob", 0, "concurrent"); b.Text != "unlimited" {
+		t.Errorf("no limit: %+v", b)
 	}
 
 	// No traffic between two samples: no latency point, a gap in the chart.

@@ -380,12 +380,22 @@ type Peeker interface {
 	Peek(ctx context.Context, key string, l Limit, g GlobalLimit) (RateStatus, error)
 }
 
+// SlotCounter is implemented by Stores that can tell how many concurrency
+// slots a key holds now (across every guard sharing the store). The guard
+// exports glmctl_guard_rate_limit_concurrency_in_use from it at scrape time
+// for keys with a concurrency limit.
+type SlotCounter interface {
+	SlotsInUse(ctx context.Context, key string) (int64, error)
+}
+
 // remainingCollector computes the remaining requests and tokens of every key
-// at scrape time, from the limiter's state.
+// at scrape time, from the limiter's state, and the concurrency slots each
+// key holds.
 type remainingCollector struct {
 	g        *Guard
 	requests *prometheus.Desc
 	tokens   *prometheus.Desc
+	slots    *prometheus.Desc
 }
 
 func newRemainingCollector(g *Guard) *remainingCollector {
@@ -397,6 +407,9 @@ func newRemainingCollector(g *Guard) *remainingCollector {
 		tokens: prometheus.NewDesc("glmctl_guard_rate_limit_remaining_tokens",
 			"Tokens the key may reserve now under its tpm limit (absent: unlimited).",
 			[]string{"key"}, nil),
+		slots: prometheus.NewDesc("glmctl_guard_rate_limit_concurrency_in_use",
+			"Concurrency slots the key holds now, on every guard sharing the limits store (absent: no concurrency limit).",
+			[]string{"key"}, nil),
 	}
 }
 
@@ -404,6 +417,7 @@ func newRemainingCollector(g *Guard) *remainingCollector {
 func (c *remainingCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.requests
 	ch <- c.tokens
+	ch <- c.slots
 }
 
 // Collect implements prometheus.Collector.
@@ -428,6 +442,13 @@ func (c *remainingCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if st.LimitTokens > 0 {
 			ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.GaugeValue, float64(st.RemainingTokens), k)
+		}
+		if sc, ok := c.g.store.(SlotCounter); ok && s.limits.For(k).Concurrency > 0 {
+			n, err := sc.SlotsInUse(ctx, k)
+			if err != nil {
+				return // the store's errors are logged by Peek's path above
+			}
+			ch <- prometheus.MustNewConstMetric(c.slots, prometheus.GaugeValue, float64(n), k)
 		}
 	}
 }

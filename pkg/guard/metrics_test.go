@@ -102,6 +102,25 @@ func TestMetricsPerKeySeriesFromStart(t *testing.T) {
 	if v, _ := series(t, h.reg, "glmctl_guard_rate_limit_remaining_tokens", "key", "limited"); v >= 4000 || v < 4000-2*(promptTokens+completionTokens) {
 		t.Errorf("limited's remaining tokens after one = %v, want about 4000-%d", v, promptTokens+completionTokens)
 	}
+	// Concurrency slots in use: limited has a concurrency limit (2), user1
+	// none (no series).
+	if v, ok := series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "limited"); !ok || v != 0 {
+		t.Errorf("limited's slots in use, idle = %v (%v), want 0", v, ok)
+	}
+	if _, ok := series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "user1"); ok {
+		t.Error("user1 has no concurrency limit but a slots series")
+	}
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		h.do(t, "POST", "/v1/chat/completions", keyLimit, chatBody("hold", 10, false))
+	}()
+	waitFor(t, 10*time.Second, "one request of limited held upstream", func() bool {
+		v, _ := series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "limited")
+		return v == 1
+	})
+	h.up.releaseAll()
+	<-held
 }
 
 func TestMetricsLabels(t *testing.T) {

@@ -479,6 +479,34 @@ func (s *RedisStore) Peek(ctx context.Context, key string, l Limit, g GlobalLimi
 	return s.runPeek(ctx, c, key, l, g, kp, gp)
 }
 
+// scriptSlots counts a key's unexpired concurrency leases (ARGV[1]: now in
+// µs, or ” for Redis's clock, as the other scripts).
+var scriptSlots = redis.NewScript(`
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.0f', now), '+inf')`)
+
+// SlotsInUse implements SlotCounter: the key's leases that have not
+// expired, whichever guard holds them.
+func (s *RedisStore) SlotsInUse(ctx context.Context, key string) (int64, error) {
+	if err := s.closed(); err != nil {
+		return 0, err
+	}
+	c, err := s.conn()
+	if err != nil {
+		return 0, err
+	}
+	_, leases := s.keys(key)
+	n, err := scriptSlots.Run(ctx, c, []string{leases}, s.nowArg()).Int64()
+	if err != nil {
+		return 0, s.classify(ctx, "slots", err)
+	}
+	return n, nil
+}
+
 func (s *RedisStore) runPeek(ctx context.Context, c redis.UniversalClient, key string, l Limit, g GlobalLimit, kp, gp bool) (RateStatus, error) {
 	var keys []string
 	parts := ""

@@ -291,6 +291,16 @@ func (s *MemoryStore) Peek(_ context.Context, key string, l Limit, g GlobalLimit
 	return rs, nil
 }
 
+// SlotsInUse implements SlotCounter.
+func (s *MemoryStore) SlotsInUse(_ context.Context, key string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.keys[key]; st != nil {
+		return st.inflight, nil
+	}
+	return 0, nil
+}
+
 // gcraLeft returns how many requests a GCRA limit of n per minute would
 // admit at once now, and how long until its budget is full again.
 func gcraLeft(tat, now time.Time, n int64) (int64, time.Duration) {

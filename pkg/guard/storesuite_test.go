@@ -273,6 +273,33 @@ func runStoreSuite(t *testing.T, mk storeMaker) {
 		}
 	})
 
+	t.Run("SlotsInUse", func(t *testing.T) {
+		_, s := one(t)
+		sc, ok := s.(SlotCounter)
+		if !ok {
+			t.Fatalf("%T does not count slots", s)
+		}
+		ctx := context.Background()
+		lim := Limit{Concurrency: 3}
+		a := suiteAdmit(t, s, Ask{Key: "c", Limit: lim})
+		b := suiteAdmit(t, s, Ask{Key: "c", Limit: lim})
+		if !a.Allowed || !b.Allowed {
+			t.Fatalf("%+v %+v", a, b)
+		}
+		if n, err := sc.SlotsInUse(ctx, "c"); err != nil || n != 2 {
+			t.Fatalf("two admitted: %d slots (%v), want 2", n, err)
+		}
+		if err := s.Finish(ctx, a.Ticket, 0); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := sc.SlotsInUse(ctx, "c"); err != nil || n != 1 {
+			t.Fatalf("one finished: %d slots (%v), want 1", n, err)
+		}
+		if n, err := sc.SlotsInUse(ctx, "nobody"); err != nil || n != 0 {
+			t.Fatalf("an unknown key: %d slots (%v), want 0", n, err)
+		}
+	})
+
 	t.Run("UnlimitedKey", func(t *testing.T) {
 		_, s := one(t)
 		for i := 0; i < 10; i++ {
