@@ -480,7 +480,7 @@ func (s *RedisStore) Peek(ctx context.Context, key string, l Limit, g GlobalLimi
 }
 
 // scriptSlots counts a key's unexpired concurrency leases (ARGV[1]: now in
-// µs, or ” for Redis's clock, as the other scripts).
+// µs, or empty for Redis's clock, as the other scripts).
 var scriptSlots = redis.NewScript(`
 local now = tonumber(ARGV[1])
 if not now then
