@@ -203,7 +203,7 @@ func newRedisMetrics() redisMetrics {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "glmctl_guard_limits_store_errors_total",
-			Help: "Failed calls to the shared limits store, by operation (admit, finish, cancel, peek, renew, ping).",
+			Help: "Failed calls to the shared limits store, by operation (admit, finish, cancel, peek, slots, renew, ping).",
 		}, []string{"op"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "glmctl_guard_limits_store_settlements_pending",
