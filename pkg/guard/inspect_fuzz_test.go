@@ -150,7 +150,7 @@ func FuzzInspect(f *testing.F) {
 // or dot segments.
 func FuzzCleanPath(f *testing.F) {
 	for _, s := range []string{"/v1/chat/completions", "/v1/../sleep", "/v1//models", "/%2e%2e/sleep",
-		"/v1/models%2F..", "\\sleep", "/v1/chat/completions/", "/./v1/models", "/v1/mod%65ls"} {
+		"/v1/models%2F..", "\\sleep", "/v1/chat/completions/", "/./v1/models", "/v1/mod%65ls", "/0?%2F"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -165,7 +165,10 @@ func FuzzCleanPath(f *testing.F) {
 		if p != path.Clean(p) || !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\\\x00") {
 			t.Fatalf("%q routed as %q", raw, p)
 		}
-		lower := strings.ToLower(raw)
+		// Only the path is routed on: an encoded slash in the query ("/0?%2F",
+		// found by CI) is the query's business.
+		rawPath, _, _ := strings.Cut(raw, "?")
+		lower := strings.ToLower(rawPath)
 		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%2e") || strings.Contains(lower, "%5c") {
 			t.Fatalf("%q with an encoded slash or dot was routed as %q", raw, p)
 		}
