@@ -322,6 +322,7 @@ var goldenFamilies = []string{
 	"glmctl_config_last_reload_successful",
 	"glmctl_guard_auth_failures_total",
 	"glmctl_guard_in_flight_requests",
+	"glmctl_guard_model_ready",
 	"glmctl_guard_rate_limit_rejections_total",
 	"glmctl_guard_rate_limit_remaining_requests",
 	"glmctl_guard_rate_limit_remaining_tokens",

@@ -72,7 +72,11 @@
 // glmctl_guard_upstream_errors_total (unreachable upstream or a 5xx answer),
 // glmctl_guard_rate_limit_remaining_requests{key} and _tokens{key} (read from
 // the Store at scrape time when it implements Peeker; absent for an unlimited
-// dimension), and the glmctl_config_last_reload_* gauges of its files. Per-key
+// dimension), glmctl_guard_rate_limit_concurrency_in_use{key} (when the Store
+// implements SlotCounter), glmctl_guard_model_ready{program} (1 while
+// inference requests are forwarded; the label is guard.program in force), the
+// connection, policy and limits-store families listed in the README, and the
+// glmctl_config_last_reload_* gauges of its files. Per-key
 // series exist from the load of the keys file and follow its reloads; labels
 // are bounded as described at labelUnknownKey in metrics.go.
 package guard

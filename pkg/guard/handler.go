@@ -301,6 +301,13 @@ func (g *Guard) authorizeModel(x *exchange, w *recorder, r *http.Request) bool {
 	return false
 }
 
+// modelReady tells whether inference requests are forwarded now: the
+// program the guard gates on is ready and the model server has not just
+// stopped answering.
+func (g *Guard) modelReady(program string) bool {
+	return !g.hung.isHung() && (g.ready == nil || g.ready(program))
+}
+
 // checkReady refuses requests while the model is loading or restarting.
 func (g *Guard) checkReady(x *exchange, w *recorder, r *http.Request) bool {
 	if g.hung.isHung() {

@@ -129,6 +129,7 @@ type metrics struct {
 	policy         *prometheus.CounterVec // rule, action
 	reloads        *ReloadMetrics
 	remaining      *remainingCollector
+	modelReady     *readyCollector
 
 	mu      sync.RWMutex
 	keys    map[string]bool // key names that have series
@@ -196,9 +197,12 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 		}, []string{"rule", "action"}),
 		reloads:   reloads,
 		remaining: newRemainingCollector(g),
-		keys:      map[string]bool{},
-		models:    map[string]bool{},
-		learned:   map[string]bool{},
+		modelReady: &readyCollector{g: g, desc: prometheus.NewDesc("glmctl_guard_model_ready",
+			"1 while the guard forwards inference requests, 0 while it answers them 503 because the program it gates on (guard.program, the label; \"\" when none) is not ready or the model server stopped answering.",
+			[]string{"program"}, nil)},
+		keys:    map[string]bool{},
+		models:  map[string]bool{},
+		learned: map[string]bool{},
 	}
 	for _, r := range authReasons() {
 		m.authFailures.WithLabelValues(r)
@@ -224,7 +228,7 @@ func newMetrics(reg prometheus.Registerer, g *Guard, reloads *ReloadMetrics) (*m
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections,
-		m.authFailures, m.inFlight, m.upstreamErrors, m.remaining, m.connsOpen, m.connsUnauth, m.connsRefused, m.storeFallback, m.policy} {
+		m.authFailures, m.inFlight, m.upstreamErrors, m.remaining, m.connsOpen, m.connsUnauth, m.connsRefused, m.storeFallback, m.policy, m.modelReady} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register guard metrics: %w", err)
 		}
@@ -427,6 +431,9 @@ func (c *remainingCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	s := c.g.snap.Load()
+	if s == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, k := range c.g.m.keyNames() {
@@ -451,6 +458,31 @@ func (c *remainingCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.slots, prometheus.GaugeValue, float64(n), k)
 		}
 	}
+}
+
+// readyCollector exports glmctl_guard_model_ready at scrape time, labelled
+// with the program in force (guard.program may change on reload), so an
+// alert on the model need not know the program's name.
+type readyCollector struct {
+	g    *Guard
+	desc *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (c *readyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *readyCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.g.snap.Load()
+	if s == nil {
+		return // scraped while New is still loading the files
+	}
+	program := s.program
+	v := 0.0
+	if c.g.modelReady(program) {
+		v = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, program)
 }
 
 // setPolicy makes the policy series match the rules in force: each rule and

@@ -203,6 +203,33 @@ func TestMetricsLabels(t *testing.T) {
 	wait("learnt model counted", func() bool { return count("key", "user1", "model", "glm-4.7-flash", "code", "200") == 2 })
 }
 
+// TestMetricsModelReady: glmctl_guard_model_ready follows what the guard
+// does with an inference request, labelled with the gated program.
+func TestMetricsModelReady(t *testing.T) {
+	h := newHarness(t, func(cfg *config.Guard, _ *harness) { cfg.Program = "model-a" })
+	ready := func() float64 {
+		v, ok := series(t, h.reg, "glmctl_guard_model_ready", "program", "model-a")
+		if !ok {
+			t.Fatal("no glmctl_guard_model_ready{program=\"model-a\"}")
+		}
+		return v
+	}
+	if v := ready(); v != 1 {
+		t.Fatalf("ready program: %v, want 1", v)
+	}
+	h.setReady(false)
+	if v := ready(); v != 0 {
+		t.Fatalf("program not ready: %v, want 0", v)
+	}
+	if resp, _ := h.do(t, "POST", "/v1/chat/completions", keyUser1, chatBody("glm", 10, false)); resp.StatusCode != 503 {
+		t.Fatalf("request while the metric says 0: %d, want 503", resp.StatusCode)
+	}
+	h.setReady(true)
+	if v := ready(); v != 1 {
+		t.Fatalf("ready again: %v, want 1", v)
+	}
+}
+
 func TestMetricsUpstreamUnreachable(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
