@@ -67,6 +67,13 @@ func checkOffline(c *cli.Context) error {
 		}
 		return exit(1, err)
 	}
+	// The policy's rules compiled as the guard will compile them: what
+	// only the automaton finds (too large, empty once normalised) is a
+	// config problem too, placed at its rule.
+	if _, err := guard.CompilePolicy(cfg.Policy); err != nil {
+		fmt.Fprintf(w, "❌ %v\n", err)
+		return exit(1, fmt.Errorf("%s: 1 problem(s)", path))
+	}
 	fmt.Fprintf(w, "✅ %s: valid (%d programs)\n", path, len(cfg.Programs))
 	printWarnings(w, cfg.Warnings)
 	problems := 0

@@ -94,6 +94,43 @@ audit {
 	}
 }
 
+// TestCheckPolicyTooLarge: a policy rule only the guard's automaton can
+// refuse (too large) fails `glmctl check` and `glmctl up` alike, at the
+// rule's FILE:LINE:COL — never "valid" for a config `up` refuses.
+func TestCheckPolicyTooLarge(t *testing.T) {
+	dir := t.TempDir()
+	kf := filepath.Join(dir, "api_keys.json")
+	if err := os.WriteFile(kf, []byte(`{"api_keys": {}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "glmctl.hcl")
+	src := fmt.Sprintf(`control { socket = "%s/glmctl.sock" }
+guard {
+  listen    = "127.0.0.1:0"
+  upstream  = "http://127.0.0.1:1"
+  keys_file = %q
+}
+policy {
+  rule "big" {
+    pattern = "[\\p{L}\\p{N}]{1000}x{1,1000}"
+    action  = "reject"
+  }
+}
+`, dir, kf)
+	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := cfg + `:9:15: policy rule "big": with this rule the policy's patterns need more than 524,288 automaton instructions`
+	r := glmctl(t, "check", "-c", cfg)
+	if r.code != 1 || !strings.Contains(r.stdout, "❌ "+want) || strings.Contains(r.stdout, "valid") {
+		t.Errorf("check: exit %d, want 1 and %q\n%s%s", r.code, want, r.stdout, r.stderr)
+	}
+	r = glmctl(t, "up", "-c", cfg)
+	if r.code == 0 || !strings.Contains(r.stderr, want) {
+		t.Errorf("up: exit %d, want an error with %q\n%s%s", r.code, want, r.stdout, r.stderr)
+	}
+}
+
 const liveConfig = `
 control { socket = "%[1]s/glmctl.sock" }
 metrics { listen = "127.0.0.1:%[3]d" }

@@ -234,6 +234,11 @@ type PolicyRule struct {
 	Pattern string   // RE2 syntax, "" = none; case-sensitive unless it says (?i)
 	Literal []string // case-insensitive
 	Action  string   // reject | flag
+	// At is where the rule is written ("FILE:LINE:COL" of its pattern, or
+	// of the rule block when it has none), for the errors only compiling
+	// the rules finds (an automaton too large, a pattern that normalises
+	// to nothing). "" for rules not read from a file.
+	At string
 }
 
 // Program returns the program named name, or nil.

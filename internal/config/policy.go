@@ -55,9 +55,10 @@ func (d *decoder) policy(top *section) *Policy {
 }
 
 func (d *decoder) policyRule(s *section, attrs map[string]*hclsyntax.Attribute, typeRange hcl.Range, name string) *PolicyRule {
-	r := &PolicyRule{Name: name}
+	r := &PolicyRule{Name: name, At: pos(s.c.filename, typeRange)}
 	if s.str("pattern", &r.Pattern) {
 		rng := attrs["pattern"].Expr.Range()
+		r.At = pos(s.c.filename, rng)
 		switch re, err := syntax.Parse(r.Pattern, syntax.Perl); {
 		case r.Pattern == "":
 			s.c.at(rng, "pattern in rule %q must not be empty: write an RE2 expression such as \"(?i)secret\"", name)

@@ -13,17 +13,22 @@ func TestPolicyDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// At: the pattern, or the rule block when there is none (the fixture
+	// is named as parseFixture names it).
 	want := &Policy{
 		MaxPromptTokens: 8000,
 		MaxTokens:       2000,
 		DenyParams:      []string{"logprobs", "tools"},
 		Rules: []*PolicyRule{
-			{Name: "no-credentials", Pattern: "(?i)BEGIN (RSA|OPENSSH) PRIVATE KEY", Action: PolicyReject},
-			{Name: "watchlist", Literal: []string{"违禁词"}, Action: PolicyFlag},
+			{Name: "no-credentials", Pattern: "(?i)BEGIN (RSA|OPENSSH) PRIVATE KEY", Action: PolicyReject, At: "valid-design.hcl:98:15"},
+			{Name: "watchlist", Literal: []string{"违禁词"}, Action: PolicyFlag, At: "valid-design.hcl:101:3"},
 		},
 	}
 	if !reflect.DeepEqual(cfg.Policy, want) {
 		t.Errorf("policy = %+v, want %+v", cfg.Policy, want)
+		for i, r := range cfg.Policy.Rules {
+			t.Logf("rule %d: %+v", i, *r)
+		}
 	}
 }
 

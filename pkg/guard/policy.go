@@ -141,14 +141,14 @@ func CompilePolicy(cfg *config.Policy) (*Policy, error) {
 	for _, r := range cfg.Rules {
 		re, err := ruleRegexp(r)
 		if err != nil {
-			return nil, fmt.Errorf("policy rule %q: %w", r.Name, err)
+			return nil, ruleError(r, err)
 		}
 		if slices.ContainsFunc(core.rules, func(x policyRule) bool { return x.name == r.Name }) {
-			return nil, fmt.Errorf("policy rule %q is defined twice", r.Name)
+			return nil, ruleError(r, errors.New("defined twice"))
 		}
 		switch r.Name {
 		case config.PolicyMaxPromptTokens, config.PolicyMaxTokens, config.PolicyDenyParams, config.PolicyUnreadable:
-			return nil, fmt.Errorf("policy rule name %q is reserved", r.Name)
+			return nil, ruleError(r, errors.New("the name is reserved for a built-in check"))
 		}
 		core.rules = append(core.rules, policyRule{name: r.Name, reject: r.Action == config.PolicyReject})
 		core.anyReject = core.anyReject || r.Action == config.PolicyReject
@@ -156,17 +156,30 @@ func CompilePolicy(cfg *config.Policy) (*Policy, error) {
 	}
 	insts, start, err := compileSet(res)
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		var tl *tooLargeError
+		if errors.As(err, &tl) {
+			return nil, ruleError(cfg.Rules[tl.rule], err)
+		}
+		return nil, err
 	}
 	core.dfa = newDFA(insts, start, len(res))
 	found := make([]bool, len(res))
 	core.dfa.scan(nil, found)
 	if i := slices.Index(found, true); i >= 0 {
-		return nil, fmt.Errorf("policy rule %q matches an empty prompt, so it would match every request", core.rules[i].name)
+		return nil, ruleError(cfg.Rules[i], errors.New("matches an empty prompt once its text is normalised "+
+			"(NFKC, invisible characters removed), so it would match every request: make it require visible text"))
 	}
 	core.scans.New = func() any { return &policyScan{found: make([]bool, len(res))} }
 	p.core = core
 	return p, nil
+}
+
+// ruleError places err at the rule: "FILE:LINE:COL: policy rule "NAME": …".
+func ruleError(r *config.PolicyRule, err error) error {
+	if r.At == "" {
+		return fmt.Errorf("policy rule %q: %w", r.Name, err)
+	}
+	return fmt.Errorf("%s: policy rule %q: %w", r.At, r.Name, err)
 }
 
 // ruleRegexp is one rule as one expression: its literals (normalised,

@@ -52,7 +52,15 @@ const maxPolicyInsts = 1 << 19
 
 // errPolicyTooLarge is returned for patterns whose program exceeds
 // maxPolicyInsts.
-var errPolicyTooLarge = errors.New("the patterns compile to more than half a million instructions: split or simplify them")
+var errPolicyTooLarge = errors.New("with this rule the policy's patterns need more than 524,288 automaton instructions " +
+	"(large counted repeats of Unicode classes, such as [\\p{L}]{1000}, cost the most): " +
+	"write a smaller repeat count or a narrower class, or split the rule")
+
+// tooLargeError says which rule took the program past maxPolicyInsts.
+type tooLargeError struct{ rule int }
+
+func (e *tooLargeError) Error() string { return errPolicyTooLarge.Error() }
+func (e *tooLargeError) Unwrap() error { return errPolicyTooLarge }
 
 // nfaCompiler builds the program right to left: each piece is compiled
 // with its continuation, so no patch lists are needed.
@@ -296,10 +304,13 @@ func compileSet(rules []*syntax.Regexp) (insts []nfaInst, start uint32, err erro
 		m := c.add(nfaInst{op: nfaMatch, rule: int32(i)})
 		clear(c.byteMemo) // memo entries are only shared within one rule
 		starts = append(starts, c.compile(re, m))
+		if c.err != nil {
+			return nil, 0, &tooLargeError{rule: i}
+		}
 	}
 	start = c.alts(starts)
 	if c.err != nil {
-		return nil, 0, c.err
+		return nil, 0, &tooLargeError{rule: len(rules) - 1}
 	}
 	return c.inst, start, nil
 }

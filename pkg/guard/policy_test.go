@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"errors"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -439,7 +440,7 @@ func TestCompilePolicyErrors(t *testing.T) {
 		want string
 	}{
 		{patternRule("bad", config.PolicyReject, `(unclosed`), `policy rule "bad": invalid pattern`},
-		{patternRule("empty", config.PolicyReject, `x*`), `policy rule "empty" matches an empty prompt`},
+		{patternRule("empty", config.PolicyReject, `x*`), `policy rule "empty": matches an empty prompt`},
 		{literalRule("blank", config.PolicyFlag, "\u200b"), `policy rule "blank": literal 1 is empty once normalised`},
 		{literalRule("act", "block", "x"), `policy rule "act": action "block"`},
 		{&config.PolicyRule{Name: "none", Action: config.PolicyFlag}, `policy rule "none": the rule has neither`},
@@ -454,6 +455,28 @@ func TestCompilePolicyErrors(t *testing.T) {
 	_, err := CompilePolicy(&config.Policy{Rules: []*config.PolicyRule{literalRule("a", config.PolicyFlag, "x"), literalRule("a", config.PolicyFlag, "y")}})
 	if err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Errorf("duplicate: %v", err)
+	}
+}
+
+// TestCompilePolicyErrorsPlaced: what only compiling the rules finds — an
+// automaton past its bound, a pattern that normalises to nothing — is
+// placed at the rule that caused it, with the rule's FILE:LINE:COL, the
+// same text at load, at reload and in `glmctl check`.
+func TestCompilePolicyErrorsPlaced(t *testing.T) {
+	small := patternRule("small", config.PolicyFlag, `secret`)
+	small.At = "glmctl.hcl:8:15"
+	big := patternRule("big", config.PolicyReject, `[\p{L}\p{N}]{1000}x{1,1000}`)
+	big.At = "glmctl.hcl:12:15"
+	_, err := CompilePolicy(&config.Policy{Rules: []*config.PolicyRule{small, big}})
+	if err == nil || !errors.Is(err, errPolicyTooLarge) ||
+		!strings.HasPrefix(err.Error(), `glmctl.hcl:12:15: policy rule "big": with this rule the policy's patterns need more than`) {
+		t.Errorf("too large: %v", err)
+	}
+	zw := patternRule("zw", config.PolicyFlag, `\x{200b}`)
+	zw.At = "glmctl.hcl:3:5"
+	if _, err := CompilePolicy(&config.Policy{Rules: []*config.PolicyRule{small, zw}}); err == nil ||
+		!strings.HasPrefix(err.Error(), `glmctl.hcl:3:5: policy rule "zw": matches an empty prompt once its text is normalised`) {
+		t.Errorf("empty once normalised: %v", err)
 	}
 }
 

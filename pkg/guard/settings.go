@@ -137,7 +137,7 @@ func (g *Guard) staticSettings(cfg *config.Guard, pol *config.Policy) (*settings
 	}
 	s.maxConns = maxConns
 	if s.policy, err = CompilePolicy(pol); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, err
 	}
 	s.policyCfg = pol
 	return s, nil
