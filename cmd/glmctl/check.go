@@ -174,7 +174,8 @@ func checkLimitsFile(path string, bad, warn func(string, ...any), w io.Writer) {
 // checkLimitsStore connects to the shared limits store and reports whether
 // it answers (and accepts glmctl's scripts).
 func checkLimitsStore(ctx context.Context, g *config.Guard, bad func(string, ...any), w io.Writer) {
-	rs, err := guard.NewRedisStore(guard.RedisOptions{URL: g.LimitsStore, PasswordFile: g.LimitsStorePasswordFile, CAFile: g.LimitsStoreCAFile})
+	rs, err := guard.NewRedisStore(guard.RedisOptions{URL: g.LimitsStore, PasswordFile: g.LimitsStorePasswordFile, CAFile: g.LimitsStoreCAFile,
+		CertFile: g.LimitsStoreCertFile, KeyFile: g.LimitsStoreKeyFile})
 	if err != nil {
 		bad("limits_store: %v", err)
 		return

@@ -130,9 +130,13 @@ type Guard struct {
 	// limits are then shared by every guard that names the same Redis.
 	LimitsStore string
 	// LimitsStorePasswordFile holds the Redis password; LimitsStoreCAFile
-	// the CA of a rediss:// server.
+	// the CA of a rediss:// server; LimitsStoreCertFile and
+	// LimitsStoreKeyFile a client certificate for a server that asks for
+	// one (both or neither).
 	LimitsStorePasswordFile string
 	LimitsStoreCAFile       string
+	LimitsStoreCertFile     string
+	LimitsStoreKeyFile      string
 	// LimitsStoreFailure is what happens while Redis is unreachable:
 	// "closed" (default: 503 + Retry-After) or "open" (this box's own
 	// in-process limits).

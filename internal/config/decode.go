@@ -374,11 +374,28 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 	}
 	s.str("limits_store_password_file", &g.LimitsStorePasswordFile)
 	s.str("limits_store_ca_file", &g.LimitsStoreCAFile)
+	s.str("limits_store_cert_file", &g.LimitsStoreCertFile)
+	s.str("limits_store_key_file", &g.LimitsStoreKeyFile)
 	g.LimitsStoreFailure = "closed"
 	s.enum("limits_store_failure", &g.LimitsStoreFailure, "closed", "open")
-	for _, name := range []string{"limits_store_password_file", "limits_store_ca_file", "limits_store_failure"} {
+	for _, name := range []string{"limits_store_password_file", "limits_store_ca_file", "limits_store_cert_file", "limits_store_key_file", "limits_store_failure"} {
 		if a, ok := b.Body.Attributes[name]; ok && g.LimitsStore == "" {
 			s.c.at(a.Expr.Range(), "%s has no effect without a Redis limits_store: remove it, or set limits_store = \"redis://…\"", name)
+		}
+	}
+	if g.LimitsStore != "" {
+		cert, certOK := b.Body.Attributes["limits_store_cert_file"]
+		key, keyOK := b.Body.Attributes["limits_store_key_file"]
+		switch {
+		case certOK && !keyOK:
+			s.c.at(cert.Expr.Range(), "limits_store_cert_file needs its key: add limits_store_key_file = \"/etc/glmctl/redis-client.key\"")
+		case keyOK && !certOK:
+			s.c.at(key.Expr.Range(), "limits_store_key_file needs its certificate: add limits_store_cert_file = \"/etc/glmctl/redis-client.pem\"")
+		}
+		for _, a := range []*hclsyntax.Attribute{b.Body.Attributes["limits_store_ca_file"], cert, key} {
+			if u, err := url.Parse(g.LimitsStore); a != nil && err == nil && u.Scheme != "rediss" {
+				s.c.at(a.Expr.Range(), "%s is for TLS, and limits_store %q does not use it: write rediss://… or remove %s", a.Name, g.LimitsStore, a.Name)
+			}
 		}
 	}
 	s.size("max_body", &g.MaxBody)

@@ -192,7 +192,7 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	g.log = g.log.Named("guard")
 	if g.store == nil && cfg.LimitsStore != "" {
 		rs, err := NewRedisStore(RedisOptions{URL: cfg.LimitsStore, PasswordFile: cfg.LimitsStorePasswordFile,
-			CAFile: cfg.LimitsStoreCAFile, Logger: g.log.Named("limits")})
+			CAFile: cfg.LimitsStoreCAFile, CertFile: cfg.LimitsStoreCertFile, KeyFile: cfg.LimitsStoreKeyFile, Logger: g.log.Named("limits")})
 		if err != nil {
 			return nil, fmt.Errorf("guard.limits_store: %w", err)
 		}

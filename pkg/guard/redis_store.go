@@ -41,6 +41,10 @@ type RedisOptions struct {
 	// CAFile holds the PEM certificates that sign the server's (rediss://
 	// only); default: the system's roots.
 	CAFile string
+	// CertFile and KeyFile are a PEM client certificate and its key, for a
+	// rediss:// server that asks for one (tls-auth-clients); both or
+	// neither. They are read again for every new connection.
+	CertFile, KeyFile string
 	// Prefix begins every Redis key name (default "glmctl"); boxes that
 	// share limits use the same one. It may not contain { or }.
 	Prefix string
@@ -153,7 +157,7 @@ func (discardRedisLog) Printf(context.Context, string, ...any) {}
 // settlements); Close stops it. A Redis that cannot be reached shows in the
 // first decision's error (ErrStoreUnavailable); Ping checks it now.
 func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
-	target, err := parseRedisTarget(opts.URL, opts.PasswordFile, opts.CAFile)
+	target, err := parseRedisTarget(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -444,7 +444,7 @@ func TestParseRedisURL(t *testing.T) {
 		{url: "redis://u:pw@h:6379/x", err: "invalid database"},
 		{url: ":not a url", err: "not a URL"},
 	} {
-		tg, err := parseRedisTarget(tc.url, tc.pwFile, "")
+		tg, err := parseRedisTarget(RedisOptions{URL: tc.url, PasswordFile: tc.pwFile})
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%s: err %v, want %q", tc.url, err, tc.err)
@@ -549,6 +549,49 @@ func TestRedisStoreTLS(t *testing.T) {
 	}
 }
 
+// TestRedisStoreTLSClientCert: a rediss:// server that asks for client
+// certificates (tls-auth-clients yes) admits a store with a certificate its
+// CA signed and refuses one without; a half-given pair, a pair on redis://
+// and a key that does not load are errors before anything connects.
+func TestRedisStoreTLSClientCert(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := writeTestCerts(t, dir)
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startRedis(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", cert, "--tls-key-file", key,
+		"--tls-ca-cert-file", ca, "--tls-auth-clients", "yes")
+	url := fmt.Sprintf("rediss://127.0.0.1:%d/0", port)
+	ctx := context.Background()
+	s := newTestRedisStore(t, srv, RedisOptions{URL: url, CAFile: ca, CertFile: cert, KeyFile: key})
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("with a client certificate: %v", err)
+	}
+	if d := suiteAdmit(t, s, Ask{Key: "k", Limit: Limit{RPM: 1}}); !d.Allowed {
+		t.Fatal(d)
+	}
+	anon := newTestRedisStore(t, srv, RedisOptions{URL: url, CAFile: ca})
+	if err := anon.Ping(ctx); err == nil {
+		t.Fatal("a server that asks for a client certificate admitted a store without one")
+	} else {
+		t.Logf("without: %v", err)
+	}
+	for _, tc := range []struct {
+		opts RedisOptions
+		want string
+	}{
+		{RedisOptions{URL: url, CertFile: cert}, "needs both"},
+		{RedisOptions{URL: url, KeyFile: key}, "needs both"},
+		{RedisOptions{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), CertFile: cert, KeyFile: key}, "rediss://"},
+		{RedisOptions{URL: url, CertFile: cert, KeyFile: ca}, "client certificate"},
+	} {
+		if err := ValidateRedisOptions(tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error with %q", tc.opts, err, tc.want)
+		}
+	}
+}
+
 // writeTestCerts writes a CA and a server certificate for 127.0.0.1 signed
 // by it; it returns the files' paths.
 func writeTestCerts(t *testing.T, dir string) (ca, cert, key string) {
@@ -574,7 +617,8 @@ func writeTestCerts(t *testing.T, dir string) (ca, cert, key string) {
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// Server and client: TestRedisStoreTLSClientCert presents it back.
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caTmpl, &srvKey.PublicKey, caKey)
 	if err != nil {

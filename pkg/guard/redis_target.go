@@ -22,10 +22,10 @@ type redisTarget struct {
 	display   string // the URL without its password
 }
 
-// ValidateRedisOptions checks the URL, password file and CA file of opts
-// the way NewRedisStore does, without connecting: for config validation.
+// ValidateRedisOptions checks the URL, password file, CA file and client
+// certificate of opts the way NewRedisStore does, without connecting.
 func ValidateRedisOptions(opts RedisOptions) error {
-	_, err := parseRedisTarget(opts.URL, opts.PasswordFile, opts.CAFile)
+	_, err := parseRedisTarget(opts)
 	return err
 }
 
@@ -40,7 +40,8 @@ func ValidateRedisOptions(opts RedisOptions) error {
 // Every other go-redis query option (dial_timeout, read_timeout,
 // pool_size, …) is accepted. Unset timeouts default to 1 s and dials are
 // not retried: a decision waits for Redis at most about a second.
-func parseRedisTarget(raw, passwordFile, caFile string) (*redisTarget, error) {
+func parseRedisTarget(opts RedisOptions) (*redisTarget, error) {
+	raw, passwordFile, caFile := opts.URL, opts.PasswordFile, opts.CAFile
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, errors.New("limits_store: not a URL (want redis://[user:pass@]host:6379/0)")
@@ -77,9 +78,16 @@ func parseRedisTarget(raw, passwordFile, caFile string) (*redisTarget, error) {
 			return bad(fmt.Errorf("CA file %s: no PEM certificate in it", caFile))
 		}
 	}
+	clientCert, err := redisClientCert(u.Scheme, opts.CertFile, opts.KeyFile)
+	if err != nil {
+		return bad(err)
+	}
 	withCA := func(c *tls.Config) {
 		if c != nil && roots != nil {
 			c.RootCAs = roots
+		}
+		if c != nil && clientCert != nil {
+			c.GetClientCertificate = clientCert
 		}
 	}
 	withFile := func(user string, urlPassword bool) error {
@@ -189,4 +197,33 @@ func redactRedisURL(u *url.URL) string {
 		c.RawQuery = q.Encode()
 	}
 	return c.Redacted()
+}
+
+// redisClientCert checks a client certificate and key pair (both or
+// neither; rediss:// only) and returns what presents it at each TLS
+// handshake. The files are read again at every new connection, so a
+// renewed certificate is used without a restart; a pair that no longer
+// loads fails that connection (the store is then unavailable, and the
+// error says why) while open connections go on.
+func redisClientCert(scheme, certFile, keyFile string) (func(*tls.CertificateRequestInfo) (*tls.Certificate, error), error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("a client certificate needs both limits_store_cert_file and limits_store_key_file")
+	}
+	if scheme != "rediss" {
+		return nil, errors.New("a client certificate is for TLS: write rediss://")
+	}
+	load := func() (*tls.Certificate, error) {
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %s / key %s: %w", certFile, keyFile, err)
+		}
+		return &c, nil
+	}
+	if _, err := load(); err != nil {
+		return nil, err
+	}
+	return func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return load() }, nil
 }

@@ -73,6 +73,8 @@ func restartOnly(old, cur *config.Guard) []string {
 	add(old.LimitsStore != cur.LimitsStore, "limits_store")
 	add(old.LimitsStorePasswordFile != cur.LimitsStorePasswordFile, "limits_store_password_file")
 	add(old.LimitsStoreCAFile != cur.LimitsStoreCAFile, "limits_store_ca_file")
+	add(old.LimitsStoreCertFile != cur.LimitsStoreCertFile, "limits_store_cert_file")
+	add(old.LimitsStoreKeyFile != cur.LimitsStoreKeyFile, "limits_store_key_file")
 	add(old.LimitsStoreFailure != cur.LimitsStoreFailure, "limits_store_failure")
 	add(old.HeaderTimeout != cur.HeaderTimeout, "header_timeout")
 	add(old.IdleTimeout != cur.IdleTimeout, "idle_timeout")
