@@ -3,7 +3,13 @@
 // reports every problem at once, each prefixed with file:line:col.
 package config
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
 
 // DefaultPath is used when neither -c nor GLMCTL_CONFIG names a file.
 const DefaultPath = "/etc/glmctl/glmctl.hcl"
@@ -28,6 +34,34 @@ type Config struct {
 	// Warnings are things that work but are probably not what was meant
 	// (glmctl check prints them); they never stop a config from loading.
 	Warnings Problems
+
+	// filename and places say where each block and attribute is written
+	// (see At).
+	filename string
+	places   map[string]hcl.Pos
+}
+
+// At returns a problem about the setting at path, placed where the file
+// writes it. path is dotted: block types, block names and the attribute,
+// as in "guard.tls.cert", "program.vllm.user" or "audit.path". A setting
+// the file leaves at its default is placed at its enclosing block, and
+// failing that at the file; the message should then say which setting.
+func (c *Config) At(path, format string, args ...any) Problem {
+	p := Problem{Filename: c.filename, Message: fmt.Sprintf(format, args...)}
+	if p.Filename == "" {
+		p.Filename = c.Path
+	}
+	for {
+		if at, ok := c.places[path]; ok {
+			p.Line, p.Column = at.Line, at.Column
+			return p
+		}
+		i := strings.LastIndexByte(path, '.')
+		if i < 0 {
+			return p
+		}
+		path = path[:i]
+	}
 }
 
 // Log configures glmctl's own log.

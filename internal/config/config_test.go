@@ -24,7 +24,7 @@ func TestEmptyConfigDefaults(t *testing.T) {
 		Log:     Log{Level: "info", Format: "text"},
 		Control: Control{Socket: "/run/glmctl/glmctl.sock"},
 	}
-	cfg.SHA256 = ""
+	cfg.SHA256, cfg.filename, cfg.places = "", "", nil // compared apart: TestConfigAt
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v, want %+v", cfg, want)
 	}
@@ -103,7 +103,7 @@ audit {
 			Rotate:  Rotate{MaxSize: 100 << 20, Keep: 30, Compress: true},
 		},
 	}
-	cfg.SHA256 = ""
+	cfg.SHA256, cfg.filename, cfg.places = "", "", nil // compared apart: TestConfigAt
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got\n%s\nwant\n%s", dump(cfg), dump(want))
 	}
@@ -208,7 +208,7 @@ func TestFullConfig(t *testing.T) {
 			Rotate:      Rotate{MaxSize: 0, Daily: true, Keep: 7, Compress: false},
 		},
 	}
-	cfg.SHA256 = ""
+	cfg.SHA256, cfg.filename, cfg.places = "", "", nil // compared apart: TestConfigAt
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got\n%s\nwant\n%s", dump(cfg), dump(want))
 	}
@@ -484,5 +484,26 @@ func TestProgramEqual(t *testing.T) {
 	b.Programs[0].StopTimeout++
 	if a.Programs[0].Equal(b.Programs[0]) {
 		t.Error("changed program still equal")
+	}
+}
+
+// TestConfigAt: a problem about a setting is placed where the file writes
+// it; a default setting at its block; an unwritten block at the file.
+func TestConfigAt(t *testing.T) {
+	cfg, err := parseFixture(t, filepath.Join(testdataDir, "valid-design.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"guard.tls.cert":        "valid-design.hcl:74:12: x",
+		"program.vllm.user":     "valid-design.hcl:23:19: x",
+		"program.vllm.health":   "valid-design.hcl:36:3: x",
+		"audit.hmac_key_file":   "valid-design.hcl:84:19: x",
+		"guard.max_connections": "valid-design.hcl:57:1: x", // a default: its block
+		"console.listen":        "valid-design.hcl: x",      // no console block
+	} {
+		if got := cfg.At(path, "x").Error(); got != want {
+			t.Errorf("At(%q) = %q, want %q", path, got, want)
+		}
 	}
 }

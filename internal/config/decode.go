@@ -109,8 +109,16 @@ func (d *decoder) decode(top *section) *Config {
 	}
 	if b := top.block("control"); b != nil {
 		s := top.child(b, "control")
-		if s.str("socket", &cfg.Control.Socket) && cfg.Control.Socket == "" {
-			s.c.at(b.Body.Attributes["socket"].Expr.Range(), "control socket must not be empty: write socket = %q", DefaultControlSocket)
+		if s.str("socket", &cfg.Control.Socket) {
+			rng := b.Body.Attributes["socket"].Expr.Range()
+			switch n := len(cfg.Control.Socket); {
+			case n == 0:
+				s.c.at(rng, "control socket must not be empty: write socket = %q", DefaultControlSocket)
+			case n >= maxSocketPath:
+				// Linux's sockaddr_un holds 107 bytes and a NUL: a longer
+				// path cannot be bound, or dialled by glmctl status.
+				s.c.at(rng, "control socket path is %d bytes, and a unix socket path must be shorter than %d: choose a shorter one such as %q", n, maxSocketPath, DefaultControlSocket)
+			}
 		}
 		s.finish(nil)
 	}
@@ -126,6 +134,7 @@ func (d *decoder) decode(top *section) *Config {
 		s.finish(nil)
 	}
 	if b := top.block("metrics"); b != nil {
+		d.metricsListen = b.TypeRange // the default listen's place, unless written
 		cfg.Metrics = d.metrics(top.child(b, "metrics"))
 	}
 	if b := top.block("gpu"); b != nil {
@@ -497,6 +506,9 @@ func checkListen(s *section, name, addr string) {
 	s.c.at(s.body.Attributes[name].Expr.Range(), "invalid %s %q: write host:port such as \"127.0.0.1:8000\" or \"0.0.0.0:8000\"", name, addr)
 }
 
+// maxSocketPath is the size of sockaddr_un's path on Linux (with its NUL).
+const maxSocketPath = 108
+
 // checkUpstream returns what is wrong with a guard upstream, or "".
 func checkUpstream(up string, allowRemote bool) string {
 	const want = `write "unix:///run/glmctl/vllm.sock" or a loopback URL such as "http://127.0.0.1:8001"`
@@ -513,6 +525,9 @@ func checkUpstream(up string, allowRemote bool) string {
 		if u.Host != "" || !strings.HasPrefix(p, "/") {
 			return fmt.Sprintf("invalid upstream %q: a unix socket needs an absolute path with three slashes, e.g. \"unix:///run/glmctl/vllm.sock\"", up)
 		}
+		if u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(up, "?") {
+			return fmt.Sprintf("upstream %q carries a query or fragment: write %q", up, "unix://"+p)
+		}
 		return ""
 	case "http", "https":
 	default:
@@ -520,6 +535,9 @@ func checkUpstream(up string, allowRemote bool) string {
 	}
 	if u.Host == "" {
 		return fmt.Sprintf("invalid upstream %q: %s", up, want)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(up, "?") {
+		return fmt.Sprintf("upstream %q carries more than scheme, host and port: write %q (no user, query or fragment)", up, u.Scheme+"://"+u.Host)
 	}
 	if u.Path != "" && u.Path != "/" {
 		return fmt.Sprintf("upstream %q has a path: write %q; the guard forwards each request's own path", up, u.Scheme+"://"+u.Host)

@@ -87,6 +87,7 @@ func ParseWithOptions(src []byte, filename string, opts Options) (*Config, error
 	}
 	sum := sha256.Sum256(src)
 	cfg.SHA256 = hex.EncodeToString(sum[:])
+	cfg.filename, cfg.places = filename, c.places
 	return cfg, nil
 }
 

@@ -41,10 +41,21 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// collector gathers problems while a file is decoded.
+// collector gathers problems while a file is decoded, and where each block
+// and attribute is written (for Config.At).
 type collector struct {
 	filename string
 	list     Problems
+	places   map[string]hcl.Pos
+}
+
+// place records where the block or attribute at path (dotted, as Config.At
+// takes it) is written.
+func (c *collector) place(path string, rng hcl.Range) {
+	if c.places == nil {
+		c.places = map[string]hcl.Pos{}
+	}
+	c.places[path] = rng.Start
 }
 
 // at records a problem at the start of rng.

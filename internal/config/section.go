@@ -22,12 +22,18 @@ type section struct {
 	ctx    *hcl.EvalContext
 	body   *hclsyntax.Body
 	where  string // `program "vllm" health`; "" at the top level
+	path   string // "program.vllm.health": where Config.At finds its attributes
 	attrs  []string
 	blocks []string
 }
 
 func (s *section) child(b *hclsyntax.Block, where string) *section {
-	return &section{c: s.c, ctx: s.ctx, body: b.Body, where: where}
+	path := strings.Join(append([]string{b.Type}, b.Labels...), ".")
+	if s.path != "" {
+		path = s.path + "." + path
+	}
+	s.c.place(path, b.TypeRange)
+	return &section{c: s.c, ctx: s.ctx, body: b.Body, where: where, path: path}
 }
 
 // in renders where the section is, for messages.
@@ -45,6 +51,11 @@ func (s *section) value(name string) (attr *hclsyntax.Attribute, v cty.Value, ok
 	attr, present := s.body.Attributes[name]
 	if !present {
 		return nil, cty.NilVal, false
+	}
+	if s.path != "" {
+		s.c.place(s.path+"."+name, attr.Expr.Range())
+	} else {
+		s.c.place(name, attr.Expr.Range())
 	}
 	if !s.knownVariables(attr.Expr) {
 		return attr, cty.NilVal, false

@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -44,13 +45,7 @@ func (d *decoder) crossCheck(cfg *Config) {
 	}
 	d.cycles(cfg)
 	d.warnings(cfg)
-	if cfg.Guard != nil && cfg.Metrics != nil && sameListen(cfg.Guard.Listen, cfg.Metrics.Listen) {
-		rng := d.guardListen
-		if rng == (hcl.Range{}) {
-			rng = d.guardBlock
-		}
-		d.c.at(rng, "guard listen %q and metrics listen %q would share a port: give each its own port", cfg.Guard.Listen, cfg.Metrics.Listen)
-	}
+	d.listenClashes(cfg)
 	if g := cfg.Guard; g != nil && g.MaxModelLen == 0 {
 		g.MaxModelLen = DefaultMaxModelLen
 		if p := cfg.Program(g.Program); p != nil {
@@ -93,7 +88,48 @@ func sameListen(a, b string) bool {
 		return false
 	}
 	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return ha == hb || wildcard(ha) || wildcard(hb)
+	// Go binds "localhost" to its first address, 127.0.0.1.
+	canon := func(h string) string {
+		if strings.EqualFold(h, "localhost") {
+			return "127.0.0.1"
+		}
+		if a, err := netip.ParseAddr(h); err == nil {
+			return a.Unmap().String()
+		}
+		return h
+	}
+	return canon(ha) == canon(hb) || wildcard(ha) || wildcard(hb)
+}
+
+// listenClashes refuses two of glmctl's listeners (guard, metrics, console)
+// on one port: the second would fail to bind at start.
+func (d *decoder) listenClashes(cfg *Config) {
+	type listener struct {
+		name, addr string
+		at         hcl.Range
+	}
+	var ls []listener
+	if g := cfg.Guard; g != nil {
+		rng := d.guardListen
+		if rng == (hcl.Range{}) {
+			rng = d.guardBlock
+		}
+		ls = append(ls, listener{"guard", g.Listen, rng})
+	}
+	if m := cfg.Metrics; m != nil {
+		ls = append(ls, listener{"metrics", m.Listen, d.metricsListen})
+	}
+	if c := cfg.Console; c != nil {
+		ls = append(ls, listener{"console", c.Listen, d.consoleListen})
+	}
+	for i, a := range ls {
+		for _, b := range ls[i+1:] {
+			if sameListen(a.addr, b.addr) {
+				d.c.at(b.at, "%s listen %q and %s listen %q (%s) would share a port: give each its own port",
+					b.name, b.addr, a.name, a.addr, pos(d.c.filename, a.at))
+			}
+		}
+	}
 }
 
 // warnings records what loads but is probably not what was meant.
