@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/daemon"
 	"github.com/glmctl/glmctl/internal/jsonc"
 	"github.com/glmctl/glmctl/internal/keys"
 	"github.com/glmctl/glmctl/internal/selfcheck"
@@ -67,21 +68,33 @@ func checkOffline(c *cli.Context) error {
 		}
 		return exit(1, err)
 	}
-	// The policy's rules compiled as the guard will compile them: what
-	// only the automaton finds (too large, empty once normalised) is a
-	// config problem too, placed at its rule.
-	if _, err := guard.CompilePolicy(cfg.Policy); err != nil {
-		fmt.Fprintf(w, "❌ %v\n", err)
-		return exit(1, fmt.Errorf("%s: 1 problem(s)", path))
-	}
-	fmt.Fprintf(w, "✅ %s: valid (%d programs)\n", path, len(cfg.Programs))
-	printWarnings(w, cfg.Warnings)
 	problems := 0
 	bad := func(format string, args ...any) {
 		problems++
 		fmt.Fprintf(w, "❌ "+format+"\n", args...)
 	}
 	warn := func(format string, args ...any) { fmt.Fprintf(w, "⚠ "+format+"\n", args...) }
+	// What up and reload would refuse beyond the file itself: the policy's
+	// rules as the guard compiles them (too large, empty once normalised),
+	// and what the settings name (TLS pair, token and key files, audit
+	// path, programs' users, directories and commands), each placed at its
+	// setting.
+	if _, err := guard.CompilePolicy(cfg.Policy); err != nil {
+		bad("%v", err)
+	}
+	for _, p := range daemon.Preflight(cfg) {
+		bad("%s", p.Error())
+	}
+	if problems == 0 {
+		fmt.Fprintf(w, "✅ %s: valid (%d programs)\n", path, len(cfg.Programs))
+	}
+	printWarnings(w, cfg.Warnings)
+	if g := cfg.Guard; g != nil {
+		budget, nofile := daemon.FDBudgetHere()
+		if err := guard.CheckMaxConnections(g.MaxConnections, budget); err != nil {
+			warn("%s", cfg.At("guard.max_connections", "%v — under this shell's open-files limit (hard %d); glmctl up refuses it where its limit is the same (systemd: LimitNOFILE in the unit)", err, nofile).Error())
+		}
+	}
 	if g := cfg.Guard; g != nil {
 		checkKeysFile(g.KeysFile, bad, warn, w)
 		if g.LimitsFile != "" {

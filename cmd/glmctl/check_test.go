@@ -28,10 +28,15 @@ func TestCheckOffline(t *testing.T) {
 		}
 	}
 	cfg := filepath.Join(dir, "glmctl.hcl")
+	// check looks the command up as a start would: a stand-in vllm.
+	vllm := filepath.Join(dir, "vllm")
+	if err := os.WriteFile(vllm, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	write := func(extra string) {
 		t.Helper()
 		src := fmt.Sprintf(`program "vllm" {
-  command = ["vllm", "serve", "m", "--host", "0.0.0.0", "--port", "8001"]
+  command = [%q, "serve", "m", "--host", "0.0.0.0", "--port", "8001"]
 }
 guard {
   listen      = "0.0.0.0:8000"
@@ -43,7 +48,7 @@ audit {
   path = "/var/log/vllm/audit.log"
   %s
 }
-`, kf, lf, extra)
+`, vllm, kf, lf, extra)
 		if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -91,6 +96,16 @@ audit {
 	}
 	if strings.Contains(r.stdout, "less than 2 ×") {
 		t.Errorf("room warning with the default max_size:\n%s", r.stdout)
+	}
+
+	// What a start would fail on is a problem at its line:col, not "valid".
+	if err := os.Remove(vllm); err != nil {
+		t.Fatal(err)
+	}
+	r = glmctl(t, "check", "-c", cfg, "--logrotate-dir", dir)
+	if want := "❌ " + cfg + ":2:13: program \"vllm\": command " + vllm + " does not exist"; r.code != 1 ||
+		!strings.Contains(r.stdout, want) || strings.Contains(r.stdout, "✅ "+cfg) {
+		t.Errorf("check without the command: exit %d, want 1 and %q:\n%s", r.code, want, r.stdout)
 	}
 }
 

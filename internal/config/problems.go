@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -191,4 +192,57 @@ func quoteList(names []string) string {
 // pos renders a range's start as FILE:LINE:COL for cross references.
 func pos(filename string, rng hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", filename, rng.Start.Line, rng.Start.Column)
+}
+
+// SettingError is an error about one setting found outside this package:
+// a file the setting names, a user, the open-files limit. Config.Place
+// puts it at the setting's place in the file.
+type SettingError struct {
+	Path string // dotted, as Config.At takes it: "guard.tls.cert"
+	Err  error
+}
+
+func (e *SettingError) Error() string { return e.Err.Error() }
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// Setting wraps err as being about the setting at path (nil stays nil).
+func Setting(path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &SettingError{Path: path, Err: err}
+}
+
+// Place returns err with each SettingError in it (alone, wrapped, or
+// joined) turned into Problems placed at their settings; other errors are
+// returned as they are.
+func (c *Config) Place(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ps Problems
+	var rest []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		var se *SettingError
+		if errors.As(e, &se) {
+			ps = append(ps, c.At(se.Path, "%v", se.Err))
+			return
+		}
+		rest = append(rest, e)
+	}
+	walk(err)
+	if len(ps) == 0 {
+		return err
+	}
+	if len(rest) == 0 {
+		return ps
+	}
+	return errors.Join(append([]error{ps}, rest...)...)
 }

@@ -85,6 +85,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	for _, w := range cfg.Warnings {
 		d.logger.Warn("config: " + w.Error())
 	}
+	if ps := Preflight(cfg); len(ps) > 0 {
+		return nil, ps
+	}
 	registerBuildInfo(d.registry, opts.Version)
 	reloads, err := guard.NewReloadMetrics(d.registry)
 	if err != nil {
@@ -155,7 +158,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		g, err := guard.New(cfg.Guard, deps)
 		if err != nil {
 			d.closeAudit()
-			return nil, fmt.Errorf("guard: %w", err)
+			return nil, placed(cfg, err, "guard")
 		}
 		d.guard = g
 	}
@@ -174,6 +177,16 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	d.control = control.NewServer(cfg.Control.Socket, &backend{d: d}, d.logger.Named("control"))
 	d.notify = newNotifier(d.logger)
 	return d, nil
+}
+
+// placed returns err placed at its setting when it is about one (see
+// config.Place), else prefixed with what failed.
+func placed(cfg *config.Config, err error, what string) error {
+	var se *config.SettingError
+	if errors.As(err, &se) {
+		return cfg.Place(err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // Registry is the daemon's own Prometheus registry.
@@ -363,13 +376,16 @@ func (d *Daemon) reload(ctx context.Context) error {
 	if err != nil {
 		return reject(err)
 	}
+	if ps := Preflight(next); len(ps) > 0 {
+		return reject(ps)
+	}
 	if changed := restartOnly(cfg, next); len(changed) > 0 {
 		return reject(fmt.Errorf("%w: %s changed; restart glmctl to apply (nothing was reloaded)", guard.ErrRestartRequired, strings.Join(changed, ", ")))
 	}
 	var pending *guard.Pending
 	if d.guard != nil {
 		if pending, err = d.guard.Prepare(next.Guard, next.Policy); err != nil {
-			return reject(err)
+			return reject(next.Place(err))
 		}
 	}
 	// Everything is checked: put it in force.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -73,13 +72,9 @@ type metricsServer struct {
 func newMetricsServer(cfg *config.Metrics, reg *prometheus.Registry, logger hclog.Logger) (*metricsServer, error) {
 	var token []byte
 	if cfg.BearerTokenFile != "" {
-		b, err := os.ReadFile(cfg.BearerTokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("metrics bearer_token_file: %w", err)
-		}
-		token = []byte(strings.TrimSpace(string(b)))
-		if len(token) == 0 {
-			return nil, fmt.Errorf("metrics bearer_token_file %s is empty: /metrics would be open to anyone", cfg.BearerTokenFile)
+		var err error
+		if token, err = readBearerToken(cfg.BearerTokenFile); err != nil {
+			return nil, err
 		}
 	} else if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && !config.IsLoopback(host) {
 		logger.Warn("metrics listen beyond loopback without bearer_token_file: anyone who can reach it can read /metrics", "listen", cfg.Listen)

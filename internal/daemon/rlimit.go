@@ -41,3 +41,14 @@ func guardFDBudget(nofile uint64) int {
 	}
 	return int(nofile) - fdReserve
 }
+
+// FDBudgetHere is the guard's descriptor budget New would find in this
+// process after raising the soft limit to the hard one, and that hard limit
+// (for glmctl check, which may run under other limits than the daemon).
+func FDBudgetHere() (budget int, nofile uint64) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, 0
+	}
+	return guardFDBudget(lim.Max), lim.Max
+}

@@ -169,7 +169,7 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	}
 	up, err := parseUpstream(cfg.Upstream, cfg.AllowRemoteUpstream)
 	if err != nil {
-		return nil, err
+		return nil, config.Setting("guard.upstream", err)
 	}
 	g := &Guard{
 		static:     cfg,
@@ -194,7 +194,7 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 		rs, err := NewRedisStore(RedisOptions{URL: cfg.LimitsStore, PasswordFile: cfg.LimitsStorePasswordFile,
 			CAFile: cfg.LimitsStoreCAFile, CertFile: cfg.LimitsStoreCertFile, KeyFile: cfg.LimitsStoreKeyFile, Logger: g.log.Named("limits")})
 		if err != nil {
-			return nil, fmt.Errorf("guard.limits_store: %w", err)
+			return nil, config.Setting("guard.limits_store", err)
 		}
 		g.store, g.shared = rs, rs
 		if deps.Registerer != nil {
@@ -224,7 +224,7 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	lim, ll := g.parseLimits(cfg.LimitsFile)
 	errs := []error{kl.err, ll.err}
 	if cfg.TLS != nil {
-		errs = append(errs, g.loadTLS(true))
+		errs = append(errs, config.Setting("guard.tls.cert", g.loadTLS(true)))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -126,7 +126,7 @@ func (g *Guard) staticSettings(cfg *config.Guard, pol *config.Policy) (*settings
 	for _, c := range cfg.TrustedProxies {
 		p, err := parsePrefix(c)
 		if err != nil {
-			return nil, fmt.Errorf("guard.trusted_proxies: %w", err)
+			return nil, config.Setting("guard.trusted_proxies", fmt.Errorf("guard.trusted_proxies: %w", err))
 		}
 		s.trusted = append(s.trusted, p)
 	}
@@ -135,7 +135,7 @@ func (g *Guard) staticSettings(cfg *config.Guard, pol *config.Policy) (*settings
 	}
 	maxConns, err := connectionCap(cfg.MaxConnections, g.fdBudget)
 	if err != nil {
-		return nil, err
+		return nil, config.Setting("guard.max_connections", err)
 	}
 	s.maxConns = maxConns
 	if s.policy, err = CompilePolicy(pol); err != nil {
@@ -143,6 +143,13 @@ func (g *Guard) staticSettings(cfg *config.Guard, pol *config.Policy) (*settings
 	}
 	s.policyCfg = pol
 	return s, nil
+}
+
+// CheckMaxConnections tells whether max_connections (0: the default) fits
+// in budget descriptors (0: no limit), as New and Prepare decide it.
+func CheckMaxConnections(maxConnections, budget int) error {
+	_, err := connectionCap(maxConnections, budget)
+	return err
 }
 
 // connectionCap is the effective max_connections: the configured value, or
