@@ -69,6 +69,12 @@ func importSupervisor(c *cli.Context) error {
 	}
 
 	opts := migrate.Options{KeysPath: keysPath, UIKeyPath: uiKeyPath, LimitsPath: c.String("limits-file")}
+	if opts.LimitsPath != "" {
+		// The config wants absolute paths (glmctl may start elsewhere).
+		if opts.LimitsPath, err = filepath.Abs(opts.LimitsPath); err != nil {
+			return exit(1, err)
+		}
+	}
 	var notes []string
 	if p := c.String("keys-from"); p != "" {
 		b, err := os.ReadFile(p)

@@ -17,6 +17,17 @@ import (
 
 const tutorialDir = "../../testdata/tutorial"
 
+// absTutorial is the absolute path of a tutorial file: what import writes
+// into the config for a relative --limits-file (configs want absolute paths).
+func absTutorial(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join(tutorialDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // importTutorial runs `glmctl import supervisor` on the tutorial's files
 // into a new directory and returns it and the result.
 func importTutorial(t *testing.T) (dir string, r result) {
@@ -45,7 +56,7 @@ func TestImportTutorial(t *testing.T) {
 	// The golden file (internal/migrate's) was made with /srv/glmctl-import as the
 	// output directory and the tutorial's limits path.
 	norm := strings.ReplaceAll(string(got), dir, "/srv/glmctl-import")
-	norm = strings.ReplaceAll(norm, filepath.Join(tutorialDir, "rate_limits.json"), "/etc/vllm/rate_limits.json")
+	norm = strings.ReplaceAll(norm, absTutorial(t, "rate_limits.json"), "/etc/vllm/rate_limits.json")
 	_, gotBody, _ := strings.Cut(norm, "\n")
 	_, wantBody, _ := strings.Cut(string(want), "\n")
 	if gotBody != wantBody {
@@ -176,7 +187,7 @@ func TestImportedConfigRuns(t *testing.T) {
 	cfgText := strings.Join(lines, "\n")
 	for _, ft := range [][2]string{
 		{"/run/glmctl/vllm.sock", sock},
-		{filepath.Join(tutorialDir, "rate_limits.json"), limitsCopy},
+		{absTutorial(t, "rate_limits.json"), limitsCopy},
 		{"/var/log/vllm/audit.log", filepath.Join(dir, "audit.log")},
 		{`"/root/workspace`, `"` + dir},
 		{`directory = "/root"`, fmt.Sprintf("directory = %q", dir)},

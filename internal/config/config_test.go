@@ -46,8 +46,8 @@ guard {
   upstream = "unix:///run/glmctl/vllm.sock"
   global {}
   tls {
-    cert = "c"
-    key  = "k"
+    cert = "/c"
+    key  = "/k"
   }
 }
 audit {
@@ -93,7 +93,7 @@ audit {
 			HeaderTimeout:               10 * time.Second,
 			BodyTimeout:                 30 * time.Second,
 			IdleTimeout:                 time.Minute,
-			TLS:                         &TLS{Cert: "c", Key: "k"},
+			TLS:                         &TLS{Cert: "/c", Key: "/k"},
 		},
 		Audit: &Audit{
 			Path:    "/var/log/glmctl/audit.log",

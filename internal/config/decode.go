@@ -109,7 +109,7 @@ func (d *decoder) decode(top *section) *Config {
 	}
 	if b := top.block("control"); b != nil {
 		s := top.child(b, "control")
-		if s.str("socket", &cfg.Control.Socket) {
+		if s.file("socket", "/run/glmctl", &cfg.Control.Socket) {
 			rng := b.Body.Attributes["socket"].Expr.Range()
 			switch n := len(cfg.Control.Socket); {
 			case n == 0:
@@ -190,7 +190,7 @@ func (d *decoder) metrics(s *section) *Metrics {
 		checkListen(s, "listen", m.Listen)
 		d.metricsListen = s.body.Attributes["listen"].Expr.Range()
 	}
-	s.str("bearer_token_file", &m.BearerTokenFile)
+	s.file("bearer_token_file", "/etc/glmctl", &m.BearerTokenFile)
 	s.finish(nil)
 	return m
 }
@@ -233,7 +233,7 @@ func (d *decoder) program(s *section, b *hclsyntax.Block, name string) (*Program
 	} else if s.missing("command") {
 		s.c.at(b.TypeRange, "program %q needs a command: write command = [\"/path/to/executable\", \"arg\"]", name)
 	}
-	s.str("directory", &p.Directory)
+	s.file("directory", "/srv", &p.Directory)
 	s.str("user", &p.User)
 	s.strMap("env", &p.Env)
 	if ranges, ok := s.intList("gpus", &p.GPUs); ok {
@@ -281,7 +281,7 @@ func (d *decoder) program(s *section, b *hclsyntax.Block, name string) (*Program
 	}
 	if lb := s.block("log"); lb != nil {
 		ls := s.child(lb, s.where+" log")
-		ls.str("path", &p.Log.Path)
+		ls.file("path", "/var/log/glmctl", &p.Log.Path)
 		ls.size("max_size", &p.Log.MaxSize)
 		ls.integer("keep", &p.Log.Keep, 1)
 		ls.finish(nil)
@@ -303,7 +303,7 @@ func (d *decoder) health(s *section, b *hclsyntax.Block) *Health {
 			s.c.at(b.Body.Attributes["http"].Expr.Range(), "invalid http probe %q: write a URL such as \"http://127.0.0.1:8000/health\"", h.HTTP)
 		}
 	}
-	if s.str("unix_socket", &h.UnixSocket) && h.HTTP == "" {
+	if s.file("unix_socket", "/run/glmctl", &h.UnixSocket) && h.HTTP == "" {
 		s.c.at(b.Body.Attributes["unix_socket"].Expr.Range(), "unix_socket is only used by http probes: add http = \"http://localhost/health\" or remove unix_socket")
 	}
 	if s.str("tcp", &h.TCP) {
@@ -373,18 +373,18 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 	if s.str("program", &g.Program) {
 		d.guardProgram = b.Body.Attributes["program"].Expr.Range()
 	}
-	s.str("keys_file", &g.KeysFile)
-	s.str("limits_file", &g.LimitsFile)
+	s.file("keys_file", "/etc/glmctl", &g.KeysFile)
+	s.file("limits_file", "/etc/glmctl", &g.LimitsFile)
 	if s.str("limits_store", &g.LimitsStore) && g.LimitsStore != "" {
 		u, err := url.Parse(g.LimitsStore)
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 			s.c.at(b.Body.Attributes["limits_store"].Expr.Range(), "invalid limits_store %q: write \"\" (in-process) or a Redis URL such as \"redis://127.0.0.1:6379/0\" (rediss:// for TLS, unix:///path for a socket)", g.LimitsStore)
 		}
 	}
-	s.str("limits_store_password_file", &g.LimitsStorePasswordFile)
-	s.str("limits_store_ca_file", &g.LimitsStoreCAFile)
-	s.str("limits_store_cert_file", &g.LimitsStoreCertFile)
-	s.str("limits_store_key_file", &g.LimitsStoreKeyFile)
+	s.file("limits_store_password_file", "/etc/glmctl", &g.LimitsStorePasswordFile)
+	s.file("limits_store_ca_file", "/etc/glmctl", &g.LimitsStoreCAFile)
+	s.file("limits_store_cert_file", "/etc/glmctl", &g.LimitsStoreCertFile)
+	s.file("limits_store_key_file", "/etc/glmctl", &g.LimitsStoreKeyFile)
 	g.LimitsStoreFailure = "closed"
 	s.enum("limits_store_failure", &g.LimitsStoreFailure, "closed", "open")
 	for _, name := range []string{"limits_store_password_file", "limits_store_ca_file", "limits_store_cert_file", "limits_store_key_file", "limits_store_failure"} {
@@ -446,7 +446,7 @@ func (d *decoder) guard(s *section, b *hclsyntax.Block) *Guard {
 			dst  *string
 		}{{"cert", &g.TLS.Cert}, {"key", &g.TLS.Key}} {
 			a := tb.Body.Attributes[f.name]
-			switch ok := ts.str(f.name, f.dst); {
+			switch ok := ts.file(f.name, "/etc/glmctl/tls", f.dst); {
 			case ts.missing(f.name):
 				s.c.at(tb.TypeRange, "tls needs %s: write %s = \"/etc/glmctl/tls/%s.pem\"", f.name, f.name, f.name)
 			case ok && *f.dst == "":
@@ -467,13 +467,13 @@ func (d *decoder) audit(s *section) *Audit {
 		Level:   "metadata",
 		Rotate:  Rotate{MaxSize: DefaultAuditMaxSize, Keep: DefaultAuditKeep, Compress: true},
 	}
-	if s.str("path", &a.Path) && a.Path == "" {
+	if s.file("path", "/var/log/glmctl", &a.Path) && a.Path == "" {
 		s.c.at(s.body.Attributes["path"].Expr.Range(), "audit path must not be empty: write path = %q or remove the audit block", DefaultAuditPath)
 	}
 	s.enum("on_error", &a.OnError, "reject", "continue")
 	s.enum("fsync", &a.Fsync, "always", "interval", "never")
 	s.enum("level", &a.Level, "metadata", "request", "request_response")
-	s.str("hmac_key_file", &a.HMACKeyFile)
+	s.file("hmac_key_file", "/etc/glmctl", &a.HMACKeyFile)
 	if rb := s.block("rotate"); rb != nil {
 		rs := s.child(rb, "audit rotate")
 		rs.size("max_size", &a.Rotate.MaxSize)

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math/big"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -121,6 +122,22 @@ func describe(v cty.Value) string {
 		return "a map"
 	}
 	return t.FriendlyName()
+}
+
+// file reads a string attribute that names a file or directory: it must be
+// an absolute path. A relative one would be resolved against wherever
+// glmctl happens to start (systemd starts it in /), so the same file would
+// load from a shell and fail under the service.
+// base is the directory the suggested absolute path starts with.
+func (s *section) file(name, base string, dst *string) bool {
+	if !s.str(name, dst) {
+		return false
+	}
+	if *dst != "" && !filepath.IsAbs(*dst) {
+		s.c.at(s.body.Attributes[name].Expr.Range(), "%s %q is a relative path, which would depend on the directory glmctl is started from (systemd starts it in /): write an absolute path such as %q",
+			name, *dst, filepath.Join(base, *dst))
+	}
+	return true
 }
 
 // str reads a string attribute.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -390,10 +391,14 @@ func Supervisor(src []byte, filename string, opts Options) (*Result, error) {
 		w.blank()
 		w.open("audit")
 		path := "/var/log/glmctl/audit.log"
-		if vf.logFile != "" {
+		switch {
+		case vf.logFile != "" && filepath.IsAbs(vf.logFile):
 			w.note("from vLLM's --log-file (not a vLLM flag): one JSON line per request, hash-chained")
 			path = vf.logFile
-		} else {
+		case vf.logFile != "":
+			w.note("vLLM's --log-file %s (not a vLLM flag) is relative: the audit log is at %s instead; one JSON line per request, hash-chained", vf.logFile, path)
+			notef("vLLM's --log-file %s is relative: the audit log is at %s", vf.logFile, path)
+		default:
 			w.note("added: one JSON line per request, hash-chained")
 		}
 		w.attr("path", hstr(path))

@@ -298,3 +298,32 @@ environment=HF_HOME="/srv/hf",VLLM_API_KEY="sk-from-the-env-0123456789"
 		t.Errorf("the environment's key is not in the new keys file: %v %v", k, err)
 	}
 }
+
+// TestImportRelativePaths: supervisord resolves a relative directory or
+// log file against its own working directory; glmctl wants absolute paths,
+// so they are left out with a note, and the result loads.
+func TestImportRelativePaths(t *testing.T) {
+	src := "[program:ui]\ncommand=/usr/bin/python3 app.py\ndirectory=webui\nstdout_logfile=logs/ui.log\n\n" +
+		"[program:vllm]\ncommand=vllm serve m --log-file audit.jsonl\n"
+	res, err := Supervisor([]byte(src), "rel.conf", fuzzOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(res.HCL, "rel.hcl")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.HCL)
+	}
+	ui := cfg.Program("ui")
+	if ui == nil || ui.Directory != "" || ui.Log.Path != "" {
+		t.Fatalf("relative paths carried over: %+v", ui)
+	}
+	if cfg.Audit == nil || cfg.Audit.Path != "/var/log/glmctl/audit.log" {
+		t.Fatalf("audit %+v", cfg.Audit)
+	}
+	notes := strings.Join(res.Notes, "\n")
+	for _, want := range []string{"directory=webui is relative", "stdout_logfile=logs/ui.log is relative", "--log-file audit.jsonl is relative"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, notes)
+		}
+	}
+}

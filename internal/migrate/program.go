@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -58,7 +59,14 @@ func writeProgram(w *hclWriter, p, vp *program, vf *vllmFlags, opts Options, not
 	}
 	w.command(p.args)
 	if v, ok := get("directory"); ok {
-		w.attr("directory", hstr(v))
+		if v != "" && !filepath.IsAbs(v) {
+			// supervisord resolves it against its own working directory,
+			// which glmctl cannot know; glmctl wants an absolute path.
+			w.note("directory=%s not carried over: it is relative; write directory = \"/absolute/path\"", v)
+			notef("[program:%s] directory=%s is relative: not carried over", p.name, v)
+		} else {
+			w.attr("directory", hstr(v))
+		}
 	}
 	if v, ok := get("user"); ok {
 		w.attr("user", hstr(v))
@@ -196,6 +204,11 @@ func writeLog(w *hclWriter, p *program, get func(string) (string, bool), notef f
 	case strings.EqualFold(path, "AUTO"):
 		w.note("stdout_logfile=AUTO not carried over: name a path in log { path = … }")
 		notef("[program:%s] stdout_logfile=AUTO not carried over", p.name)
+		return
+	}
+	if !filepath.IsAbs(path) {
+		w.note("stdout_logfile=%s not carried over: it is relative; write log { path = \"/var/log/glmctl/%s.log\" }", path, p.name)
+		notef("[program:%s] stdout_logfile=%s is relative: not carried over", p.name, path)
 		return
 	}
 	w.open("log")
