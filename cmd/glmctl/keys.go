@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -65,6 +66,22 @@ func keysCommand() *cli.Command {
 					&cli.StringFlag{Name: "grace", Value: "24h", Usage: "how long the old key keeps working (`DUR`; 0 ends it and every earlier one now)"},
 				},
 				Action: keysRotate,
+			},
+			{
+				Name:      "policy",
+				Usage:     "show or set a key's own request policy (it can only tighten the config's policy block)",
+				ArgsUsage: "NAME",
+				Description: "Without flags, prints the key's policy. Each flag sets one part and keeps the others:\n" +
+					"--max-tokens 500 caps max_tokens (0 removes the key's own cap), --deny-params tools,logprobs\n" +
+					"replaces the denied parameters (\"\" removes them), --clear removes the whole policy.\n" +
+					"A running guard picks the change up with the keys file.",
+				Flags: []cli.Flag{fileFlag,
+					&cli.Int64Flag{Name: "max-prompt-tokens", Usage: "`N`: largest prompt, in estimated tokens (0: none of the key's own)"},
+					&cli.Int64Flag{Name: "max-tokens", Usage: "`N`: largest completion a request may ask for (0: none of the key's own)"},
+					&cli.StringFlag{Name: "deny-params", Usage: "comma-separated request `PARAMS` the key may not set (\"\": none)"},
+					&cli.BoolFlag{Name: "clear", Usage: "remove the key's policy: the config's alone applies"},
+				},
+				Action: keysPolicy,
 			},
 			{
 				Name:   "hash",
@@ -191,6 +208,83 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("--expires %q: give a duration (90m, 720h, 30d) or a date (2027-01-01, 2027-01-01T00:00:00Z)", s)
 }
 
+// keysPolicy shows or sets a key's own request policy.
+func keysPolicy(c *cli.Context) error {
+	name, err := oneName(c)
+	if err != nil {
+		return err
+	}
+	path, err := keysFile(c)
+	if err != nil {
+		return err
+	}
+	set := c.Bool("clear") || c.IsSet("max-prompt-tokens") || c.IsSet("max-tokens") || c.IsSet("deny-params")
+	if c.Bool("clear") && (c.IsSet("max-prompt-tokens") || c.IsSet("max-tokens") || c.IsSet("deny-params")) {
+		return exit(2, errors.New("--clear removes the whole policy: give it alone"))
+	}
+	var p *keys.PolicyOverride
+	if !set {
+		f, _, err := keys.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		e := f.Entry(name)
+		if e == nil {
+			return exit(1, fmt.Errorf("no key %q in %s", name, path))
+		}
+		p = e.Policy
+	} else {
+		err = keys.Update(path, false, func(f *keys.File) error {
+			e := f.Entry(name)
+			if e == nil {
+				return exit(1, fmt.Errorf("no key %q in %s", name, path))
+			}
+			next := &keys.PolicyOverride{}
+			if e.Policy != nil && !c.Bool("clear") {
+				*next = *e.Policy
+				next.DenyParams = slices.Clone(e.Policy.DenyParams)
+			}
+			if c.IsSet("max-prompt-tokens") {
+				next.MaxPromptTokens = c.Int64("max-prompt-tokens")
+			}
+			if c.IsSet("max-tokens") {
+				next.MaxTokens = c.Int64("max-tokens")
+			}
+			if c.IsSet("deny-params") {
+				next.DenyParams = nil
+				for _, d := range strings.Split(c.String("deny-params"), ",") {
+					if d = strings.TrimSpace(d); d != "" {
+						next.DenyParams = append(next.DenyParams, d)
+					}
+				}
+			}
+			wasClear := e.Clear != ""
+			if err := f.SetPolicy(name, next); err != nil {
+				return exit(2, err)
+			}
+			if wasClear && e.Clear == "" {
+				fmt.Fprintf(c.App.ErrWriter, "key %q was stored in clear text; it is now stored as its SHA-256 (the secret is unchanged)\n", name)
+			}
+			p = e.Policy
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	w := c.App.Writer
+	if p == nil {
+		fmt.Fprintf(w, "key %q: no policy of its own (the config's policy block alone applies)\n", name)
+		return nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "key %q: %s (tightens the config's policy block)\n", name, b)
+	return nil
+}
+
 // keyInfo is one line of `keys list --json`; it never holds a secret.
 type keyInfo struct {
 	Name      string     `json:"name"`
@@ -201,6 +295,8 @@ type keyInfo struct {
 	Disabled  bool       `json:"disabled"`
 	ClearText bool       `json:"clear_text"`
 	Previous  int        `json:"previous"` // rotated-out secrets still valid
+	// Policy is the key's own request policy (absent: the config's alone).
+	Policy *keys.PolicyOverride `json:"policy,omitempty"`
 }
 
 func keysList(c *cli.Context) error {
@@ -215,7 +311,7 @@ func keysList(c *cli.Context) error {
 	now := time.Now()
 	infos := make([]keyInfo, 0, len(f.Entries))
 	for _, e := range f.Entries {
-		ki := keyInfo{Name: e.Name, Role: e.Role, Models: e.Models, Disabled: e.Disabled, ClearText: e.Clear != ""}
+		ki := keyInfo{Name: e.Name, Role: e.Role, Models: e.Models, Disabled: e.Disabled, ClearText: e.Clear != "", Policy: e.Policy}
 		if ki.Models == nil {
 			ki.Models = []string{}
 		}
@@ -263,6 +359,9 @@ func keysList(c *cli.Context) error {
 		}
 		if ki.Previous > 0 {
 			state += fmt.Sprintf(" (+%d rotated, in grace)", ki.Previous)
+		}
+		if ki.Policy != nil {
+			state += " (own policy: glmctl keys policy " + ki.Name + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ki.Name, ki.Role, models, day(ki.Created), day(ki.Expires), state)
 	}

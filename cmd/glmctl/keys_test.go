@@ -306,3 +306,68 @@ func TestKeysRotateGraceZero(t *testing.T) {
 		t.Errorf("the new key: %v %v", k, err)
 	}
 }
+
+// TestKeysPolicy: `keys policy` shows, sets part by part, refuses what the
+// keys file itself would refuse (leaving the file as it was) and clears a
+// key's own request policy; `keys list --json` shows it.
+func TestKeysPolicy(t *testing.T) {
+	path := tutorialKeys(t)
+	policy := func() *keys.PolicyOverride { t.Helper(); return readKeys(t, path).Entry("user1").Policy }
+	run := func(code int, args ...string) result {
+		t.Helper()
+		r := glmctl(t, append([]string{"keys", "policy", "user1", "--file", path}, args...)...)
+		if r.code != code {
+			t.Fatalf("keys policy %v: exit %d, want %d\n%s%s", args, r.code, code, r.stdout, r.stderr)
+		}
+		return r
+	}
+	if r := run(0); !strings.Contains(r.stdout, "no policy of its own") {
+		t.Errorf("show: %q", r.stdout)
+	}
+	run(0, "--max-tokens", "500", "--deny-params", "tools, logprobs")
+	if p := policy(); p == nil || p.MaxTokens != 500 || strings.Join(p.DenyParams, ",") != "tools,logprobs" {
+		t.Fatalf("after set: %+v", p)
+	}
+	// The tutorial's clear-text key is stored hashed now, with the same secret.
+	if e := readKeys(t, path).Entry("user1"); e.Clear != "" || e.SHA256 != keys.Hash("sk-abc123def456ghi789jkl012mno345pqr") {
+		t.Fatalf("user1 after its policy was set: clear %q sha256 %s", e.Clear, e.SHA256)
+	}
+	run(0, "--max-prompt-tokens", "8000") // the other parts kept
+	if p := policy(); p == nil || p.MaxPromptTokens != 8000 || p.MaxTokens != 500 || len(p.DenyParams) != 2 {
+		t.Fatalf("after a second set: %+v", p)
+	}
+	before, _ := os.ReadFile(path)
+	if r := run(2, "--deny-params", "model"); !strings.Contains(r.stderr, `cannot refuse "model"`) {
+		t.Errorf("denying model: %q", r.stderr)
+	}
+	run(2, "--max-tokens", "-1")
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatal("a refused change wrote the file")
+	}
+	r := glmctl(t, "keys", "list", "--json", "--file", path)
+	var infos []struct {
+		Name   string               `json:"name"`
+		Policy *keys.PolicyOverride `json:"policy"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &infos); err != nil {
+		t.Fatal(err)
+	}
+	for _, ki := range infos {
+		if (ki.Name == "user1") != (ki.Policy != nil) {
+			t.Errorf("list: %s policy %+v", ki.Name, ki.Policy)
+		}
+	}
+	run(0, "--max-tokens", "0", "--max-prompt-tokens", "0", "--deny-params", "") // every part removed: no policy
+	if p := policy(); p != nil {
+		t.Fatalf("every part removed: %+v", p)
+	}
+	run(0, "--max-tokens", "7")
+	run(2, "--clear", "--max-tokens", "1")
+	run(0, "--clear")
+	if p := policy(); p != nil {
+		t.Fatalf("after --clear: %+v", p)
+	}
+	if r := glmctl(t, "keys", "policy", "nobody", "--max-tokens", "1", "--file", path); r.code != 1 {
+		t.Errorf("unknown key: exit %d", r.code)
+	}
+}

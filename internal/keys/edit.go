@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // Add appends e (which must hold a SHA-256, not a clear key) to the file.
@@ -100,4 +102,47 @@ func (f *File) Replace(r *Entry) (wasRevoked bool, err error) {
 	e.Created, e.Expires = r.Created, r.Expires
 	e.Disabled, e.Previous = false, nil
 	return wasRevoked, nil
+}
+
+// SetPolicy sets the request policy of the key named name (nil or an empty
+// policy: none, the config's alone). The caps must be 1 to 2^40 (0: not
+// set) and the denied parameters ones the guard can deny, each once — what
+// the keys file itself accepts. A key stored in clear text is stored as its
+// SHA-256 from then on (its bare-string form has no room for a policy).
+func (f *File) SetPolicy(name string, p *PolicyOverride) error {
+	e := f.Entry(name)
+	if e == nil {
+		return fmt.Errorf("set the policy of key %q: no such key", name)
+	}
+	if p != nil && p.MaxPromptTokens == 0 && p.MaxTokens == 0 && len(p.DenyParams) == 0 {
+		p = nil
+	}
+	if p != nil {
+		for _, c := range []struct {
+			name string
+			v    int64
+		}{{"max_prompt_tokens", p.MaxPromptTokens}, {"max_tokens", p.MaxTokens}} {
+			if c.v < 0 || c.v > maxPolicyCap {
+				return fmt.Errorf("key %q: policy %s must be a whole number from 1 to %d (0: none)", name, c.name, int64(maxPolicyCap))
+			}
+		}
+		for i, d := range p.DenyParams {
+			if msg := config.CheckDenyParam(d); msg != "" {
+				return fmt.Errorf("key %q: policy %s", name, msg)
+			}
+			if slices.Contains(p.DenyParams[:i], d) {
+				return fmt.Errorf("key %q: policy deny_params lists %q twice", name, d)
+			}
+		}
+	}
+	if p != nil && e.Clear != "" {
+		// The clear-text form is a bare string, with no room for a policy:
+		// store the key as its SHA-256, as Revoke does.
+		e.SHA256, e.Clear = Hash(e.Clear), ""
+		if e.Role == "" {
+			e.Role = RoleUser
+		}
+	}
+	e.Policy = p
+	return nil
 }
