@@ -28,7 +28,7 @@ func auditCommand() *cli.Command {
 			auditVerifyCommand(),
 			{
 				Name:  "reopen",
-				Usage: "make the daemon reopen the audit log (logrotate postrotate; same as SIGUSR1)",
+				Usage: "make the daemon reopen the audit log (logrotate postrotate; SIGUSR1 reopens it and every program's log too)",
 				Action: func(c *cli.Context) error {
 					if err := controlCall(c, "audit.reopen", nil, nil); err != nil {
 						return err

@@ -66,6 +66,10 @@ func checkOffline(c *cli.Context) error {
 			}
 			return exit(1, fmt.Errorf("%s: %d problem(s)", path, len(probs)))
 		}
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return err // the config cannot be found: exit 2, as for every command
+		}
 		return exit(1, err)
 	}
 	problems := 0
@@ -79,9 +83,6 @@ func checkOffline(c *cli.Context) error {
 	// and what the settings name (TLS pair, token and key files, audit
 	// path, programs' users, directories and commands), each placed at its
 	// setting.
-	if _, err := guard.CompilePolicy(cfg.Policy); err != nil {
-		bad("%v", err)
-	}
 	for _, p := range daemon.Preflight(cfg) {
 		bad("%s", p.Error())
 	}

@@ -141,8 +141,8 @@ policy {
 		t.Errorf("check: exit %d, want 1 and %q\n%s%s", r.code, want, r.stdout, r.stderr)
 	}
 	r = glmctl(t, "up", "-c", cfg)
-	if r.code == 0 || !strings.Contains(r.stderr, want) {
-		t.Errorf("up: exit %d, want an error with %q\n%s%s", r.code, want, r.stdout, r.stderr)
+	if r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("up: exit %d, want 2 (a bad config) and %q\n%s%s", r.code, want, r.stdout, r.stderr)
 	}
 }
 

@@ -114,7 +114,7 @@ func globalFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (default $GLMCTL_CONFIG, then /etc/glmctl/glmctl.hcl)"},
 		&cli.BoolFlag{Name: "demo", Usage: "use the embedded demo config (stand-in model server and web UI on loopback)"},
-		&cli.StringFlag{Name: "socket", EnvVars: []string{socketEnv}, Usage: "the daemon's control socket `PATH` (default: the config's control.socket); the config is then not read by status, start, stop, restart, logs, reload"},
+		&cli.StringFlag{Name: "socket", EnvVars: []string{socketEnv}, Usage: "the daemon's control socket `PATH` (default: the config's control.socket); the config is then not read by status, start, stop, restart, logs, reload, audit reopen"},
 	}
 }
 

@@ -17,7 +17,7 @@ func upCommand() *cli.Command {
 		Name:  "up",
 		Usage: "run the daemon in the foreground (what systemd runs)",
 		Description: "Opens the audit log, the control socket and the listeners, then starts the programs in\n" +
-			"dependency order. SIGTERM/SIGINT stop everything gracefully; SIGHUP reloads; SIGUSR1 reopens the audit log.\n" +
+			"dependency order. SIGTERM/SIGINT stop everything gracefully; SIGHUP reloads; SIGUSR1 reopens the audit log and the programs' log files.\n" +
 			"Exit: 0 clean stop, 1 runtime failure, 2 bad config or usage.",
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -42,6 +42,10 @@ func upCommand() *cli.Command {
 			}
 			d, err := daemon.New(cfg, daemon.Options{Logger: logger, Reload: reload, Version: version})
 			if err != nil {
+				var ps config.Problems
+				if errors.As(err, &ps) {
+					return exit(2, err) // what the config names is wrong: a bad config, at file:line:col
+				}
 				return exit(1, err)
 			}
 			if err := d.Run(c.Context); err != nil {

@@ -18,7 +18,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"help", "statsu"}, `did you mean "status"?`},
 		{[]string{"keys", "nwe", "bob"}, `unknown command "nwe" for "glmctl keys": did you mean "new"?`},
 		{[]string{"audit", "verfy"}, `did you mean "verify"?`},
-		{[]string{"keys"}, "glmctl keys needs a command: new, list, revoke, rotate, hash"},
+		{[]string{"keys"}, "glmctl keys needs a command: new, list, revoke, rotate, policy, hash"},
 		{[]string{"zzzzzz"}, `unknown command "zzzzzz"`},
 		{[]string{"status", "--jsno"}, "unknown flag --jsno: did you mean --json?"},
 		{[]string{"keys", "new", "bob", "--rloe", "admin"}, "unknown flag --rloe: did you mean --role?"},

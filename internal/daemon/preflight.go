@@ -16,8 +16,9 @@ import (
 )
 
 // Preflight checks what cfg names outside itself, the way New uses it: the
-// guard's TLS pair and Redis files, the metrics bearer token, the audit key
-// and log path, and each program's user, directory, command and log file.
+// policy's rules as the guard compiles them, the guard's TLS pair and Redis
+// files, the metrics bearer token, the audit key and log path, and each
+// program's user, directory, command and log file.
 // Every problem comes back placed at its setting (FILE:LINE:COL). New runs
 // it before anything starts, a reload runs it on the new config, and
 // glmctl check runs it offline, so the three agree on what is wrong.
@@ -53,6 +54,12 @@ func Preflight(cfg *config.Config) config.Problems {
 		errs = append(errs, launcher.CheckProgram(p)...)
 	}
 	var ps config.Problems
+	// The policy's rules as the guard compiles them: what only the
+	// automaton finds (too large, empty once normalised) comes placed at
+	// its rule already (config.PolicyRule.At).
+	if _, err := guard.CompilePolicy(cfg.Policy); err != nil {
+		ps = append(ps, config.Problem{Message: err.Error()})
+	}
 	for _, e := range errs {
 		if e == nil {
 			continue
