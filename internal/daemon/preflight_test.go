@@ -30,6 +30,7 @@ program "a" {
 program "b" {
   command = ["glmctl-no-such-command"]
   log { path = "@DIR@" }
+  health { exec = ["@DIR@/no-probe"] }
 }
 guard {
   listen    = "127.0.0.1:0"
@@ -60,14 +61,15 @@ func TestPreflight(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		`pre.hcl:20:12: guard tls: certificate ` + dir + `/cert.pem and key ` + dir + `/key.pem: open ` + dir + `/cert.pem: no such file or directory`,
+		`pre.hcl:21:12: guard tls: certificate ` + dir + `/cert.pem and key ` + dir + `/key.pem: open ` + dir + `/cert.pem: no such file or directory`,
 		`pre.hcl:4:23: metrics bearer_token_file: open ` + dir + `/missing.token: no such file or directory`,
-		`pre.hcl:26:19: read audit hmac key ` + dir + `/short.key: 9 bytes, want at least 16`,
-		`pre.hcl:25:19: audit path ` + dir + `/file/audit.log: ` + dir + `/file is a file, not a directory`,
+		`pre.hcl:27:19: read audit hmac key ` + dir + `/short.key: 9 bytes, want at least 16`,
+		`pre.hcl:26:19: audit path ` + dir + `/file/audit.log: ` + dir + `/file is a file, not a directory`,
 		`pre.hcl:8:15: program "a": user "glmctl-no-such-user" does not exist`,
 		`pre.hcl:9:15: program "a": directory ` + dir + `/no-dir: no such file or directory`,
 		`pre.hcl:7:15: program "a": command ` + dir + `/not-here does not exist`,
 		`pre.hcl:12:13: program "b": command "glmctl-no-such-command" is not in PATH`,
+		`pre.hcl:14:19: program "b": health check command ` + dir + `/no-probe does not exist`,
 		`pre.hcl:13:16: program "b": log path ` + dir + ` is a directory`,
 	}
 	ps := Preflight(cfg)

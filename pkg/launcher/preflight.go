@@ -13,7 +13,8 @@ import (
 )
 
 // CheckProgram checks what p names outside the config the way a start
-// uses it — its user, its working directory, its command and its log file —
+// uses it — its user, its working directory, its command, its health
+// check's command and its log file —
 // and returns each problem as a config.SettingError at its setting. A
 // program that fails here would only go FATAL at every start.
 func CheckProgram(p *config.Program) []error {
@@ -41,6 +42,12 @@ func CheckProgram(p *config.Program) []error {
 	if len(p.Command) > 0 {
 		if err := findCommand(p.Command[0], p.Directory, programPATH(p)); err != nil {
 			errs = append(errs, at("command", "program %q: %v", p.Name, err))
+		}
+	}
+	if h := p.Health; h != nil && len(h.Exec) > 0 {
+		// The probe runs from glmctl itself (exec.Command): glmctl's PATH.
+		if err := findCommand(h.Exec[0], p.Directory, os.Getenv("PATH")); err != nil {
+			errs = append(errs, at("health.exec", "program %q: health check %v", p.Name, err))
 		}
 	}
 	if p.Log.Path != "" {
