@@ -79,7 +79,7 @@ type gpuRow struct {
 	Mem                     bar
 	Util, Temp, Power       string
 	Processes               string
-	XIDs, ECC               uint64
+	XIDs, LastXID, ECC      uint64
 	RemapPending, RemapFail bool
 	Bad                     bool // XIDs, ECC errors or a failed remap
 }
@@ -99,7 +99,7 @@ func (s *Server) gpusView(st *control.StatusReply) *gpusView {
 		r := gpuRow{Index: d.Index, Name: d.Name, UUID: d.UUID,
 			MemUsed: fmt.Sprintf("%.1f", float64(d.MemoryUsed)/(1<<30)), MemTotal: fmt.Sprintf("%.1f", float64(d.MemoryTotal)/(1<<30)),
 			Util: "—", Temp: "—", Power: "—", Processes: "none",
-			XIDs: d.XIDErrors, ECC: d.ECCUncorrected, RemapPending: d.RemapPending, RemapFail: d.RemapFailed}
+			XIDs: d.XIDErrors, LastXID: d.LastXID, ECC: d.ECCUncorrected, RemapPending: d.RemapPending, RemapFail: d.RemapFailed}
 		r.Mem = usageBar(float64(d.MemoryUsed)/(1<<30), float64(d.MemoryTotal)/(1<<30), "GiB")
 		if d.Has(gpu.FieldUtilization) {
 			r.Util = fmt.Sprintf("%.0f%%", d.Utilization*100)

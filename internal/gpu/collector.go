@@ -14,7 +14,7 @@ type Collector struct {
 	m      *Monitor
 	logger hclog.Logger
 
-	memUsed, memTotal, util, temp, power, ecc, xid *prometheus.Desc
+	memUsed, memTotal, util, temp, power, ecc, xid, lastXID *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -35,12 +35,13 @@ func NewCollector(m *Monitor) *Collector {
 		power:    desc("power_watts", "GPU board power draw in watts."),
 		ecc:      desc("ecc_errors_total", "Uncorrected (volatile) ECC errors since the NVIDIA driver loaded."),
 		xid:      desc("xid_errors_total", "Critical XID events seen since glmctl started."),
+		lastXID:  desc("last_xid", "Code of the last critical XID event seen since glmctl started (0: none): 48, 63, 64, 74, 79, 92, 94, 95, 119, 120… (see NVIDIA's XID catalogue)."),
 	}
 }
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.memUsed, c.memTotal, c.util, c.temp, c.power, c.ecc, c.xid} {
+	for _, d := range []*prometheus.Desc{c.memUsed, c.memTotal, c.util, c.temp, c.power, c.ecc, c.xid, c.lastXID} {
 		ch <- d
 	}
 }
@@ -80,5 +81,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, g := range c.m.info {
 		ch <- prometheus.MustNewConstMetric(c.xid, prometheus.CounterValue,
 			float64(c.m.xid[g.index].Load()), strconv.Itoa(g.index), g.uuid, g.name)
+		ch <- prometheus.MustNewConstMetric(c.lastXID, prometheus.GaugeValue,
+			float64(c.m.lastXID[g.index].Load()), strconv.Itoa(g.index), g.uuid, g.name)
 	}
 }

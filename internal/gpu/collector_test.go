@@ -63,10 +63,11 @@ func TestCollector(t *testing.T) {
 	series("power_watts", "GPU board power draw in watts.", "gauge", "650.25", "", "123.5", "123.5")
 	series("ecc_errors_total", "Uncorrected (volatile) ECC errors since the NVIDIA driver loaded.", "counter", "0", "0", "3", "0")
 	series("xid_errors_total", "Critical XID events seen since glmctl started.", "counter", "0", "0", "0", "1")
+	series("last_xid", "Code of the last critical XID event seen since glmctl started (0: none): 48, 63, 64, 74, 79, 92, 94, 95, 119, 120… (see NVIDIA's XID catalogue).", "gauge", "0", "0", "0", "94")
 	if err := testutil.CollectAndCompare(c, strings.NewReader(b.String())); err != nil {
 		t.Errorf("CollectAndCompare: %v", err)
 	}
-	if n := testutil.CollectAndCount(c); n != 27 {
-		t.Errorf("CollectAndCount = %d, want 27 (power missing on GPU 1)", n)
+	if n := testutil.CollectAndCount(c); n != 31 {
+		t.Errorf("CollectAndCount = %d, want 31 (power missing on GPU 1)", n)
 	}
 }

@@ -45,6 +45,9 @@ type Device struct {
 	RemapFailed  bool `json:"row_remap_failed"`
 	// XIDErrors counts critical XID events seen by this Monitor's watcher.
 	XIDErrors uint64 `json:"xid_errors"`
+	// LastXID is the code of the last of them (0: none), e.g. 79: the GPU
+	// fell off the bus; XIDMeaning says what the well-known ones mean.
+	LastXID uint64 `json:"last_xid"`
 
 	// Processes are the compute processes holding memory on this GPU.
 	Processes []Process `json:"processes"`

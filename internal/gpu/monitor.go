@@ -42,6 +42,7 @@ type Monitor struct {
 	b       backend
 	info    []gpuInfo
 	xid     []atomic.Uint64
+	lastXID []atomic.Uint64 // the code of the last critical XID per GPU (0: none)
 	closing chan struct{}
 	mu      sync.Mutex     // orders watcher starts against Close
 	wg      sync.WaitGroup // watchers
@@ -65,6 +66,7 @@ func newMonitor(b backend, logger hclog.Logger) *Monitor {
 		b:            b,
 		info:         info,
 		xid:          make([]atomic.Uint64, len(info)),
+		lastXID:      make([]atomic.Uint64, len(info)),
 		closing:      make(chan struct{}),
 		pollInterval: 500 * time.Millisecond,
 		xidWait:      time.Second,
@@ -112,7 +114,7 @@ func (m *Monitor) read(index int) (Device, error) {
 		g := m.info[index]
 		return Device{}, fmt.Errorf("%s: %w", label(g.index, g.name, g.uuid), err)
 	}
-	d.XIDErrors = m.xid[index].Load()
+	d.XIDErrors, d.LastXID = m.xid[index].Load(), m.lastXID[index].Load()
 	return d, nil
 }
 

@@ -66,6 +66,7 @@ func (m *Monitor) WatchXID(ctx context.Context, onXID func(gpuIndex int, uuid st
 			return
 		}
 		g := m.info[index]
+		m.lastXID[index].Store(xid)
 		n := m.xid[index].Add(1)
 		args := []any{"gpu", g.index, "uuid", g.uuid, "name", g.name, "xid", xid, "count", n}
 		if s := XIDMeaning(xid); s != "" {

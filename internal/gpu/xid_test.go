@@ -75,8 +75,8 @@ func TestWatchXID(t *testing.T) {
 		t.Errorf("XIDErrors(1) = %d, want 0", n)
 	}
 	devs, err := m.Snapshot()
-	if err != nil || devs[2].XIDErrors != 2 {
-		t.Errorf("Snapshot XIDErrors = %d, %v", devs[2].XIDErrors, err)
+	if err != nil || devs[2].XIDErrors != 2 || devs[2].LastXID != 48 || devs[1].LastXID != 0 {
+		t.Errorf("Snapshot XIDErrors = %d, LastXID = %d (GPU 1: %d), %v; want 2, 48 (0)", devs[2].XIDErrors, devs[2].LastXID, devs[1].LastXID, err)
 	}
 	if l := logs.String(); !strings.Contains(l, "GPU XID critical error") || !strings.Contains(l, "xid=79") ||
 		!strings.Contains(l, "fallen off the bus") || !strings.Contains(l, "uuid="+uuidOf(2)) {
