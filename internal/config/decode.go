@@ -511,10 +511,29 @@ const maxSocketPath = 108
 
 // checkUpstream returns what is wrong with a guard upstream, or "".
 func checkUpstream(up string, allowRemote bool) string {
+	if _, err := ParseUpstream(up, allowRemote); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// Upstream is a parsed guard.upstream: a unix socket, or an http(s) host.
+type Upstream struct {
+	Scheme string // unix | http | https
+	Host   string // host:port ("" for a unix socket)
+	Socket string // the socket's absolute path ("" for http(s))
+}
+
+// ParseUpstream reads a guard upstream: "unix:///absolute/path.sock", or
+// "http(s)://host:port" with nothing else (no user, path, query or
+// fragment: the guard forwards each request's own path) on loopback unless
+// allowRemote. It is the one parser of the setting: the config checks it
+// with it, and the guard dials what it returns.
+func ParseUpstream(up string, allowRemote bool) (Upstream, error) {
 	const want = `write "unix:///run/glmctl/vllm.sock" or a loopback URL such as "http://127.0.0.1:8001"`
 	u, err := url.Parse(up)
 	if err != nil {
-		return fmt.Sprintf("invalid upstream %q: %s", up, want)
+		return Upstream{}, fmt.Errorf("invalid upstream %q: %s", up, want)
 	}
 	switch u.Scheme {
 	case "unix":
@@ -523,29 +542,29 @@ func checkUpstream(up string, allowRemote bool) string {
 			p = u.Opaque
 		}
 		if u.Host != "" || !strings.HasPrefix(p, "/") {
-			return fmt.Sprintf("invalid upstream %q: a unix socket needs an absolute path with three slashes, e.g. \"unix:///run/glmctl/vllm.sock\"", up)
+			return Upstream{}, fmt.Errorf("invalid upstream %q: a unix socket needs an absolute path with three slashes, e.g. \"unix:///run/glmctl/vllm.sock\"", up)
 		}
 		if u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(up, "?") {
-			return fmt.Sprintf("upstream %q carries a query or fragment: write %q", up, "unix://"+p)
+			return Upstream{}, fmt.Errorf("upstream %q carries a query or fragment: write %q", up, "unix://"+p)
 		}
-		return ""
+		return Upstream{Scheme: "unix", Socket: p}, nil
 	case "http", "https":
 	default:
-		return fmt.Sprintf("invalid upstream %q: %s", up, want)
+		return Upstream{}, fmt.Errorf("invalid upstream %q: %s", up, want)
 	}
 	if u.Host == "" {
-		return fmt.Sprintf("invalid upstream %q: %s", up, want)
+		return Upstream{}, fmt.Errorf("invalid upstream %q: %s", up, want)
 	}
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(up, "?") {
-		return fmt.Sprintf("upstream %q carries more than scheme, host and port: write %q (no user, query or fragment)", up, u.Scheme+"://"+u.Host)
+		return Upstream{}, fmt.Errorf("upstream %q carries more than scheme, host and port: write %q (no user, query or fragment)", up, u.Scheme+"://"+u.Host)
 	}
 	if u.Path != "" && u.Path != "/" {
-		return fmt.Sprintf("upstream %q has a path: write %q; the guard forwards each request's own path", up, u.Scheme+"://"+u.Host)
+		return Upstream{}, fmt.Errorf("upstream %q has a path: write %q; the guard forwards each request's own path", up, u.Scheme+"://"+u.Host)
 	}
-	if allowRemote || IsLoopback(u.Hostname()) {
-		return ""
+	if !allowRemote && !IsLoopback(u.Hostname()) {
+		return Upstream{}, fmt.Errorf("upstream %q is not on loopback: use a unix socket or 127.0.0.1, or set allow_remote_upstream = true if the network to it is trusted", up)
 	}
-	return fmt.Sprintf("upstream %q is not on loopback: use a unix socket or 127.0.0.1, or set allow_remote_upstream = true if the network to it is trusted", up)
+	return Upstream{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
 // IsLoopback reports whether host (a name or an address, IPv6 with or

@@ -9,9 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,34 +129,21 @@ type upstream struct {
 	socket string // unix socket path, or ""
 }
 
-// parseUpstream checks that u is a unix socket or a loopback URL (unless
-// remote is allowed).
+// parseUpstream reads guard.upstream with the config's own parser
+// (config.ParseUpstream): a unix socket, or a loopback URL unless remote is
+// allowed.
 func parseUpstream(u string, allowRemote bool) (upstream, error) {
 	if u == "" {
 		return upstream{}, errors.New("guard.upstream is required (unix:///path/to/vllm.sock or http://127.0.0.1:PORT)")
 	}
-	pu, err := url.Parse(u)
+	cu, err := config.ParseUpstream(u, allowRemote)
 	if err != nil {
-		return upstream{}, fmt.Errorf("guard.upstream: %w", err)
+		return upstream{}, err
 	}
-	switch pu.Scheme {
-	case "unix":
-		p := pu.Path
-		if pu.Host != "" || p == "" || !filepath.IsAbs(p) {
-			return upstream{}, fmt.Errorf("guard.upstream %q: write a unix socket as unix:///absolute/path", u)
-		}
-		return upstream{scheme: "http", host: "localhost", socket: p}, nil
-	case "http", "https":
-		if pu.Host == "" || (pu.Path != "" && pu.Path != "/") || pu.RawQuery != "" {
-			return upstream{}, fmt.Errorf("guard.upstream %q: give only scheme, host and port (no path)", u)
-		}
-		if !allowRemote && !config.IsLoopback(pu.Hostname()) {
-			return upstream{}, fmt.Errorf("guard.upstream %q is not a loopback address or unix socket: the model server must not be reachable around the guard (set allow_remote_upstream = true if it really lives elsewhere)", u)
-		}
-		return upstream{scheme: pu.Scheme, host: pu.Host}, nil
-	default:
-		return upstream{}, fmt.Errorf("guard.upstream %q: scheme must be unix, http or https", u)
+	if cu.Socket != "" {
+		return upstream{scheme: "http", host: "localhost", socket: cu.Socket}, nil
 	}
+	return upstream{scheme: cu.Scheme, host: cu.Host}, nil
 }
 
 // New checks cfg, loads the keys and limits files (an invalid file is an

@@ -289,10 +289,10 @@ func TestNewRefusesBadSetups(t *testing.T) {
 		cfg  config.Guard
 		want string
 	}{
-		{"remote upstream", config.Guard{Upstream: "http://10.0.0.5:8000", KeysFile: kp}, "not a loopback"},
+		{"remote upstream", config.Guard{Upstream: "http://10.0.0.5:8000", KeysFile: kp}, "is not on loopback"},
 		{"no upstream", config.Guard{KeysFile: kp}, "guard.upstream is required"},
-		{"relative socket", config.Guard{Upstream: "unix://run/v.sock", KeysFile: kp}, "unix:///absolute/path"},
-		{"upstream path", config.Guard{Upstream: "http://127.0.0.1:1/v1", KeysFile: kp}, "no path"},
+		{"relative socket", config.Guard{Upstream: "unix://run/v.sock", KeysFile: kp}, "needs an absolute path"},
+		{"upstream path", config.Guard{Upstream: "http://127.0.0.1:1/v1", KeysFile: kp}, "has a path"},
 		{"no keys", config.Guard{Upstream: "http://127.0.0.1:1"}, "keys_file is required"},
 		{"invalid keys", config.Guard{Upstream: "http://127.0.0.1:1", KeysFile: bad}, "2:7"},
 		{"missing limits", config.Guard{Upstream: "http://127.0.0.1:1", KeysFile: kp, LimitsFile: dir + "/none"}, "limits file"},
