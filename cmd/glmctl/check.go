@@ -83,13 +83,15 @@ func checkOffline(c *cli.Context) error {
 	// and what the settings name (TLS pair, token and key files, audit
 	// path, programs' users, directories and commands), each placed at its
 	// setting.
-	for _, p := range daemon.Preflight(cfg) {
+	pre, preWarn := daemon.Preflight(cfg)
+	for _, p := range pre {
 		bad("%s", p.Error())
 	}
 	if problems == 0 {
 		fmt.Fprintf(w, "✅ %s: valid (%d programs)\n", path, len(cfg.Programs))
 	}
 	printWarnings(w, cfg.Warnings)
+	printWarnings(w, preWarn)
 	if g := cfg.Guard; g != nil {
 		budget, nofile := daemon.FDBudgetHere()
 		if err := guard.CheckMaxConnections(g.MaxConnections, budget); err != nil {
@@ -102,7 +104,9 @@ func checkOffline(c *cli.Context) error {
 			checkLimitsFile(g.LimitsFile, bad, warn, w)
 		}
 		checkExposure(cfg, warn)
-		if g.LimitsStore != "" {
+		// A store whose settings Preflight refused is not dialled (the
+		// problem is listed once).
+		if g.LimitsStore != "" && guard.ValidateRedisOptions(guard.RedisOptionsFor(g)) == nil {
 			checkLimitsStore(c.Context, g, bad, w)
 		}
 	}
@@ -188,8 +192,7 @@ func checkLimitsFile(path string, bad, warn func(string, ...any), w io.Writer) {
 // checkLimitsStore connects to the shared limits store and reports whether
 // it answers (and accepts glmctl's scripts).
 func checkLimitsStore(ctx context.Context, g *config.Guard, bad func(string, ...any), w io.Writer) {
-	rs, err := guard.NewRedisStore(guard.RedisOptions{URL: g.LimitsStore, PasswordFile: g.LimitsStorePasswordFile, CAFile: g.LimitsStoreCAFile,
-		CertFile: g.LimitsStoreCertFile, KeyFile: g.LimitsStoreKeyFile})
+	rs, err := guard.NewRedisStore(guard.RedisOptionsFor(g))
 	if err != nil {
 		bad("limits_store: %v", err)
 		return

@@ -85,8 +85,12 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	for _, w := range cfg.Warnings {
 		d.logger.Warn("config: " + w.Error())
 	}
-	if ps := Preflight(cfg); len(ps) > 0 {
-		return nil, ps
+	problems, warnings := Preflight(cfg)
+	for _, w := range warnings {
+		d.logger.Warn("config: " + w.Error())
+	}
+	if len(problems) > 0 {
+		return nil, problems
 	}
 	registerBuildInfo(d.registry, opts.Version)
 	reloads, err := guard.NewReloadMetrics(d.registry)
@@ -376,8 +380,12 @@ func (d *Daemon) reload(ctx context.Context) error {
 	if err != nil {
 		return reject(err)
 	}
-	if ps := Preflight(next); len(ps) > 0 {
-		return reject(ps)
+	problems, warnings := reloadPreflight(cfg, next)
+	if len(problems) > 0 {
+		return reject(problems)
+	}
+	for _, w := range warnings {
+		d.logger.Warn("reloaded config: " + w.Error())
 	}
 	if changed := restartOnly(cfg, next); len(changed) > 0 {
 		return reject(fmt.Errorf("%w: %s changed; restart glmctl to apply (nothing was reloaded)", guard.ErrRestartRequired, strings.Join(changed, ", ")))

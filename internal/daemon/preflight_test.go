@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/pkg/launcher"
@@ -32,6 +35,10 @@ program "b" {
   log { path = "@DIR@" }
   health { exec = ["@DIR@/no-probe"] }
 }
+program "maint" {
+  command   = ["@DIR@/reindex"]
+  autostart = false
+}
 guard {
   listen    = "127.0.0.1:0"
   upstream  = "http://127.0.0.1:1"
@@ -42,7 +49,7 @@ guard {
   }
 }
 audit {
-  path          = "@DIR@/file/audit.log"
+  path          = "@DIR@/file/sub/audit.log"
   hmac_key_file = "@DIR@/short.key"
 }
 `
@@ -61,10 +68,10 @@ func TestPreflight(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		`pre.hcl:21:12: guard tls: certificate ` + dir + `/cert.pem and key ` + dir + `/key.pem: open ` + dir + `/cert.pem: no such file or directory`,
+		`pre.hcl:25:12: guard tls certificate: open ` + dir + `/cert.pem: no such file or directory`,
 		`pre.hcl:4:23: metrics bearer_token_file: open ` + dir + `/missing.token: no such file or directory`,
-		`pre.hcl:27:19: read audit hmac key ` + dir + `/short.key: 9 bytes, want at least 16`,
-		`pre.hcl:26:19: audit path ` + dir + `/file/audit.log: ` + dir + `/file is a file, not a directory`,
+		`pre.hcl:31:19: read audit hmac key ` + dir + `/short.key: 9 bytes, want at least 16`,
+		`pre.hcl:30:19: audit path ` + dir + `/file/sub/audit.log: ` + dir + `/file is a file, not a directory`,
 		`pre.hcl:8:15: program "a": user "glmctl-no-such-user" does not exist`,
 		`pre.hcl:9:15: program "a": directory ` + dir + `/no-dir: no such file or directory`,
 		`pre.hcl:7:15: program "a": command ` + dir + `/not-here does not exist`,
@@ -72,7 +79,11 @@ func TestPreflight(t *testing.T) {
 		`pre.hcl:14:19: program "b": health check command ` + dir + `/no-probe does not exist`,
 		`pre.hcl:13:16: program "b": log path ` + dir + ` is a directory`,
 	}
-	ps := Preflight(cfg)
+	ps, warns := Preflight(cfg)
+	// A program that never starts by itself only warns.
+	if len(warns) != 1 || !strings.HasPrefix(warns[0].Error(), `pre.hcl:17:15: program "maint": command `+dir+`/reindex does not exist`) {
+		t.Errorf("warnings: %v", warns)
+	}
 	if len(ps) != len(want) {
 		t.Errorf("%d problems, want %d:\n%v", len(ps), len(want), ps)
 	}
@@ -136,4 +147,69 @@ program "p" {
 	if st := status(); st.State != launcher.StateRunning || st.PID != pid || d.config() != first {
 		t.Fatalf("after a refused reload: %+v, config replaced: %v", st, d.config() != first)
 	}
+}
+
+// TestReloadWarnsWhatItDoesNotApply: a file only a restart reads (here the
+// metrics bearer token) that vanished does not stop a reload that leaves
+// it alone; the reload says the next start would fail.
+func TestReloadWarnsWhatItDoesNotApply(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "metrics.token")
+	writeFile(t, token, "metrics-secret-0123456789\n")
+	var mu sync.Mutex
+	level := "info"
+	parse := func() (*config.Config, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return config.Parse([]byte(fmt.Sprintf(`log { level = %q }
+control { socket = "%s/glmctl.sock" }
+metrics {
+  listen            = "127.0.0.1:0"
+  bearer_token_file = %q
+}
+`, level, dir, token)), "warn.hcl")
+	}
+	first, err := parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	d, err := New(first, Options{Reload: parse, Logger: hclog.New(&hclog.LoggerOptions{Output: logs})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDaemon(t, d)
+	if err := os.Remove(token); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	level = "debug"
+	mu.Unlock()
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if d.config().Log.Level != "debug" {
+		t.Fatalf("log level %q after the reload", d.config().Log.Level)
+	}
+	if l := logs.String(); !strings.Contains(l, "reloaded config: warn.hcl:5:23: metrics bearer_token_file: open "+token) {
+		t.Errorf("no warning about the vanished token:\n%s", l)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's writes and a test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -176,8 +176,9 @@ func New(cfg *config.Guard, deps Deps) (*Guard, error) {
 	}
 	g.log = g.log.Named("guard")
 	if g.store == nil && cfg.LimitsStore != "" {
-		rs, err := NewRedisStore(RedisOptions{URL: cfg.LimitsStore, PasswordFile: cfg.LimitsStorePasswordFile,
-			CAFile: cfg.LimitsStoreCAFile, CertFile: cfg.LimitsStoreCertFile, KeyFile: cfg.LimitsStoreKeyFile, Logger: g.log.Named("limits")})
+		opts := RedisOptionsFor(cfg)
+		opts.Logger = g.log.Named("limits")
+		rs, err := NewRedisStore(opts)
 		if err != nil {
 			return nil, config.Setting("guard.limits_store", err)
 		}

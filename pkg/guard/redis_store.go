@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // ErrStoreUnavailable is wrapped by every error of a shared limits store
@@ -27,6 +29,13 @@ import (
 var ErrStoreUnavailable = errors.New("limits store unavailable")
 
 var errStoreClosed = errors.New("limits store closed")
+
+// RedisOptionsFor is the store options a guard block's limits_store_*
+// settings give (no logger, default prefix and lease).
+func RedisOptionsFor(g *config.Guard) RedisOptions {
+	return RedisOptions{URL: g.LimitsStore, PasswordFile: g.LimitsStorePasswordFile,
+		CAFile: g.LimitsStoreCAFile, CertFile: g.LimitsStoreCertFile, KeyFile: g.LimitsStoreKeyFile}
+}
 
 // RedisOptions configures NewRedisStore.
 type RedisOptions struct {

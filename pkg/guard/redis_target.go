@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/glmctl/glmctl/internal/config"
 )
 
 // redisTarget is a parsed limits_store URL: how to make a client for it.
@@ -61,21 +63,21 @@ func parseRedisTarget(opts RedisOptions) (*redisTarget, error) {
 	var creds func(ctx context.Context) (string, string, error)
 	if passwordFile != "" {
 		if _, err := readPasswordFile(passwordFile); err != nil {
-			return bad(err)
+			return bad(config.Setting("guard.limits_store_password_file", err))
 		}
 	}
 	var roots *x509.CertPool
 	if caFile != "" {
 		if u.Scheme != "rediss" {
-			return bad(errors.New("a CA file is for TLS: write rediss://"))
+			return bad(config.Setting("guard.limits_store_ca_file", errors.New("a CA file is for TLS: write rediss://")))
 		}
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return bad(fmt.Errorf("CA file: %w", err))
+			return bad(config.Setting("guard.limits_store_ca_file", fmt.Errorf("CA file: %w", err)))
 		}
 		roots = x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(pem) {
-			return bad(fmt.Errorf("CA file %s: no PEM certificate in it", caFile))
+			return bad(config.Setting("guard.limits_store_ca_file", fmt.Errorf("CA file %s: no PEM certificate in it", caFile)))
 		}
 	}
 	clientCert, err := redisClientCert(u.Scheme, opts.CertFile, opts.KeyFile)
@@ -210,10 +212,10 @@ func redisClientCert(scheme, certFile, keyFile string) (func(*tls.CertificateReq
 		return nil, nil
 	}
 	if certFile == "" || keyFile == "" {
-		return nil, errors.New("a client certificate needs both limits_store_cert_file and limits_store_key_file")
+		return nil, config.Setting("guard.limits_store_cert_file", errors.New("a client certificate needs both limits_store_cert_file and limits_store_key_file"))
 	}
 	if scheme != "rediss" {
-		return nil, errors.New("a client certificate is for TLS: write rediss://")
+		return nil, config.Setting("guard.limits_store_cert_file", errors.New("a client certificate is for TLS: write rediss://"))
 	}
 	load := func() (*tls.Certificate, error) {
 		c, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -223,7 +225,7 @@ func redisClientCert(scheme, certFile, keyFile string) (func(*tls.CertificateReq
 		return &c, nil
 	}
 	if _, err := load(); err != nil {
-		return nil, err
+		return nil, config.Setting("guard.limits_store_key_file", err)
 	}
 	return func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return load() }, nil
 }
