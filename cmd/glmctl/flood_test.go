@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/internal/testutil"
 )
 
 // floodConfig runs the vLLM stand-in on a unix socket behind the guard.
@@ -79,7 +79,7 @@ func TestFloodCannotStarveSupervisor(t *testing.T) {
 	// ulimit in the shell, then exec: glmctl up is the process with the
 	// lowered limit (soft and hard), so it cannot raise it back.
 	cmd := exec.Command("/bin/sh", "-c", `ulimit -n 512 && exec "$0" up -c "$1"`, glmctlBin, cfg)
-	stderr := &lockedBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -192,22 +192,4 @@ func TestFloodCannotStarveSupervisor(t *testing.T) {
 	if strings.Contains(stderr.String(), "FATAL") {
 		t.Fatalf("a program went FATAL:\n%s", stderr.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe to read while a child writes to it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/testutil"
 	"github.com/glmctl/glmctl/pkg/launcher"
 )
 
@@ -173,7 +173,7 @@ metrics {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	d, err := New(first, Options{Reload: parse, Logger: hclog.New(&hclog.LoggerOptions{Output: logs})})
 	if err != nil {
 		t.Fatal(err)
@@ -194,22 +194,4 @@ metrics {
 	if l := logs.String(); !strings.Contains(l, "reloaded config: warn.hcl:5:23: metrics bearer_token_file: open "+token) {
 		t.Errorf("no warning about the vanished token:\n%s", l)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's writes and a test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

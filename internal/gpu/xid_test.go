@@ -3,36 +3,18 @@
 package gpu
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/glmctl/glmctl/internal/testutil"
 )
-
-// syncBuffer is a log sink safe for the watcher goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type xidEvent struct {
 	gpu  int
@@ -42,7 +24,7 @@ type xidEvent struct {
 
 func TestWatchXID(t *testing.T) {
 	f := newFakeNVML(t, 4)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	m := mustOpen(t, f, hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info}))
 	got := make(chan xidEvent, 4)
 	ctx, cancel := context.WithCancel(context.Background())

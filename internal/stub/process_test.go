@@ -11,36 +11,19 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/glmctl/glmctl/internal/testutil"
 )
-
-// lockedBuffer collects a helper's log safely.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // helper is a stand-in running as a real process (the test binary re-exec'd
 // by TestMain).
 type helper struct {
 	cmd    *exec.Cmd
 	addr   string
-	log    *lockedBuffer
+	log    *testutil.SyncBuffer
 	waited chan error
 	read   chan struct{} // closed when stderr reached EOF
 }
@@ -76,7 +59,7 @@ func mustStartHelper(tb testing.TB, kind string, env []string, args ...string) *
 		_ = stderr.Close()
 		tb.Fatal(err)
 	}
-	h := &helper{cmd: cmd, log: &lockedBuffer{}, waited: make(chan error, 1), read: make(chan struct{})}
+	h := &helper{cmd: cmd, log: &testutil.SyncBuffer{}, waited: make(chan error, 1), read: make(chan struct{})}
 	go func() { h.waited <- cmd.Wait() }()
 	found := make(chan string, 1)
 	go func() {

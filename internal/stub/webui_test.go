@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/glmctl/glmctl/internal/testutil"
 )
 
 // mustStartWebUI runs a web UI until the test ends.
@@ -60,7 +62,7 @@ func TestWebUIRelay(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	u := mustStartWebUI(t, WebUIOptions{
 		APIBase:    rootURL(v) + "/v1/",
 		APIKeyFile: keyFile,

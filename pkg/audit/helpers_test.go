@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/glmctl/glmctl/internal/config"
+	"github.com/glmctl/glmctl/internal/testutil"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,11 +31,11 @@ func testConfig(tb testing.TB) *config.Audit {
 // testLogger captures log output for assertions.
 type testLogger struct {
 	hclog.Logger
-	buf *syncBuffer
+	buf *testutil.SyncBuffer
 }
 
 func newTestLogger(tb testing.TB) testLogger {
-	b := &syncBuffer{}
+	b := &testutil.SyncBuffer{}
 	return testLogger{hclog.New(&hclog.LoggerOptions{Output: b, Level: hclog.Debug}), b}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/internal/keys"
+	"github.com/glmctl/glmctl/internal/testutil"
 	"github.com/glmctl/glmctl/pkg/audit"
 )
 
@@ -92,7 +93,7 @@ type harness struct {
 	dir      string
 	ready    *bool
 	readyMu  *sync.Mutex
-	logs     *syncWriter
+	logs     *testutil.SyncBuffer
 	cancel   context.CancelFunc
 	runDone  chan error
 	keysPath string
@@ -139,7 +140,7 @@ const defaultLimitsFile = `{"rate_limits": {
 // loopback port.
 func newHarness(t testing.TB, opts ...harnessOpt) *harness {
 	t.Helper()
-	h := &harness{dir: t.TempDir(), audit: &memAudit{}, reg: prometheus.NewRegistry(), logs: &syncWriter{w: &bytes.Buffer{}}, readyMu: &sync.Mutex{}}
+	h := &harness{dir: t.TempDir(), audit: &memAudit{}, reg: prometheus.NewRegistry(), logs: &testutil.SyncBuffer{}, readyMu: &sync.Mutex{}}
 	ready := true
 	h.ready = &ready
 	h.keysPath = filepath.Join(h.dir, "api_keys.json")
@@ -202,24 +203,6 @@ func (h *harness) setReady(v bool) {
 	h.readyMu.Lock()
 	*h.ready = v
 	h.readyMu.Unlock()
-}
-
-// syncWriter makes a bytes.Buffer safe for the logger's goroutines.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.String()
 }
 
 func mustWrite(t testing.TB, path, content string) {
