@@ -523,15 +523,7 @@ func TestRedisStoreSentinel(t *testing.T) {
 // certificate that does not verify is a configuration error, not
 // "unavailable".
 func TestRedisStoreTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca, cert, key := writeTestCerts(t, dir)
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := startRedis(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", cert, "--tls-key-file", key,
-		"--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
-	url := fmt.Sprintf("rediss://127.0.0.1:%d/0", port)
+	srv, url, ca, _, _ := startTLSRedis(t, "no")
 	ctx := context.Background()
 	s := newTestRedisStore(t, srv, RedisOptions{URL: url, CAFile: ca})
 	if err := s.Ping(ctx); err != nil {
@@ -554,15 +546,7 @@ func TestRedisStoreTLS(t *testing.T) {
 // CA signed and refuses one without; a half-given pair, a pair on redis://
 // and a key that does not load are errors before anything connects.
 func TestRedisStoreTLSClientCert(t *testing.T) {
-	dir := t.TempDir()
-	ca, cert, key := writeTestCerts(t, dir)
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := startRedis(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", cert, "--tls-key-file", key,
-		"--tls-ca-cert-file", ca, "--tls-auth-clients", "yes")
-	url := fmt.Sprintf("rediss://127.0.0.1:%d/0", port)
+	srv, url, ca, cert, key := startTLSRedis(t, "yes")
 	ctx := context.Background()
 	s := newTestRedisStore(t, srv, RedisOptions{URL: url, CAFile: ca, CertFile: cert, KeyFile: key})
 	if err := s.Ping(ctx); err != nil {
@@ -583,13 +567,30 @@ func TestRedisStoreTLSClientCert(t *testing.T) {
 	}{
 		{RedisOptions{URL: url, CertFile: cert}, "needs both"},
 		{RedisOptions{URL: url, KeyFile: key}, "needs both"},
-		{RedisOptions{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), CertFile: cert, KeyFile: key}, "rediss://"},
+		{RedisOptions{URL: strings.Replace(url, "rediss://", "redis://", 1), CertFile: cert, KeyFile: key}, "rediss://"},
 		{RedisOptions{URL: url, CertFile: cert, KeyFile: ca}, "client certificate"},
 	} {
 		if err := ValidateRedisOptions(tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want an error with %q", tc.opts, err, tc.want)
 		}
 	}
+}
+
+// startTLSRedis starts a redis-server on a TLS port only, its certificate
+// signed by a test CA, asking clients for certificates or not
+// (tls-auth-clients yes|no); it returns the server, its rediss:// URL and
+// the CA, certificate and key files (the certificate serves as a client's
+// too).
+func startTLSRedis(t *testing.T, authClients string) (srv *redisServer, url, ca, cert, key string) {
+	t.Helper()
+	ca, cert, key = writeTestCerts(t, t.TempDir())
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv = startRedis(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", cert, "--tls-key-file", key,
+		"--tls-ca-cert-file", ca, "--tls-auth-clients", authClients)
+	return srv, fmt.Sprintf("rediss://127.0.0.1:%d/0", port), ca, cert, key
 }
 
 // writeTestCerts writes a CA and a server certificate for 127.0.0.1 signed
