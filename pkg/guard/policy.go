@@ -44,8 +44,11 @@ import (
 //     the 400.
 //     Normalisation catches compatibility spellings (full-width, half-width,
 //     ligatures, circled and styled letters) and invisible characters slipped
-//     between letters; it does not map cross-script look-alikes (Cyrillic а
-//     for Latin a), fold ß to ss, or join a word split across strings: a
+//     between letters. A word that mixes Latin letters with Cyrillic or
+//     Greek look-alikes of them ("pаssword" with a Cyrillic а) is also read
+//     as the Latin word it imitates (appendSkeleton: every rule runs over
+//     that reading too); a word wholly in another script is left alone.
+//     It does not fold ß to ss or join a word split across strings: a
 //     content filter catches what is written, not every obfuscation.
 //   - what cannot be read is treated as if it matched: a prompt given as
 //     token IDs or embeddings is "unreadable" (rejected when any rule
@@ -86,6 +89,7 @@ type policyRule struct {
 type policyScan struct {
 	body  bodyScan
 	found []bool
+	skel  []byte // the text with its mixed-script words' look-alikes read as Latin (appendSkeleton)
 }
 
 // Verdict is the policy's decision on one request.
@@ -371,7 +375,14 @@ func (p *Policy) Check(body []byte, route string, promptTokens, maxTokens int64)
 	}
 	found := sc.found
 	clear(found)
-	if p.core.dfa.scan(sc.body.text, found) == 0 {
+	n := p.core.dfa.scan(sc.body.text, found)
+	// Latin look-alikes in a Latin word ("pаssword" with a Cyrillic а)
+	// are read as the letters they imitate, too.
+	if skel, mixed := appendSkeleton(sc.skel[:0], sc.body.text); mixed {
+		sc.skel = skel
+		n += p.core.dfa.scan(skel, found)
+	}
+	if n == 0 {
 		return v
 	}
 	for i, r := range p.core.rules {
@@ -399,8 +410,8 @@ var bareScans = sync.Pool{New: func() any { return &policyScan{} }}
 
 // putScan returns a scan's scratch to its pool, unless a huge body grew it.
 func putScan(pool *sync.Pool, sc *policyScan) {
-	if cap(sc.body.text) > 1<<20 || cap(sc.body.tmp) > 1<<20 {
-		sc.body.text, sc.body.tmp = nil, nil
+	if cap(sc.body.text) > 1<<20 || cap(sc.body.tmp) > 1<<20 || cap(sc.skel) > 1<<20 {
+		sc.body.text, sc.body.tmp, sc.skel = nil, nil, nil
 	}
 	sc.body.b = nil
 	pool.Put(sc)

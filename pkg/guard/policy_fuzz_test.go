@@ -69,6 +69,14 @@ func FuzzPolicy(f *testing.F) {
 			t.Fatalf("normalise %q: fast %q, x/text %q", text, got, want)
 		}
 
+		// The look-alike skeleton changes letters one for one, and only
+		// when a word mixes Latin letters and look-alikes.
+		if skel, mixed := appendSkeleton(nil, []byte(text)); mixed {
+			if utf8.RuneCount(skel) != utf8.RuneCountInString(text) || bytes.Equal(skel, []byte(text)) {
+				t.Fatalf("skeleton of %q: %q", text, skel)
+			}
+		}
+
 		// A message holding the literal finds it (unless normalisation
 		// merges it with its neighbours, e.g. a leading combining mark).
 		content := text + " " + lit + " " + text
