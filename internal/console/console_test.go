@@ -491,6 +491,16 @@ func TestKeyActions(t *testing.T) {
 		t.Errorf("rotate record %+v", rec)
 	}
 
+	// A key's own request policy is shown beside its state.
+	if err := keys.Update(h.b.keysFile, false, func(f *keys.File) error {
+		return f.SetPolicy("alice", &keys.PolicyOverride{MaxTokens: 500, DenyParams: []string{"tools", "logprobs"}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := h.get("/keys"); !regexp.MustCompile(`data-key="alice"[\s\S]*?policy: max_tokens 500 · deny tools, logprobs`).MatchString(body) {
+		t.Errorf("the keys page does not show alice's policy")
+	}
+
 	resp, body := h.post("/keys/revoke", url.Values{"csrf": {token}, "name": {"alice"}}, nil)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Revoke key alice?") {
 		t.Fatalf("unconfirmed revoke: %d, want the confirmation page", resp.StatusCode)

@@ -30,7 +30,8 @@ type keyRow struct {
 	Name, Role, Models string
 	Created, Expires   time.Time
 	State, Class       string
-	Rotated            int // earlier secrets still in their grace
+	Rotated            int    // earlier secrets still in their grace
+	Policy             string // the key's own request policy, "" for none
 	LastUsed           time.Time
 	RPM, TPM           bar
 	Concurrency        bar
@@ -92,6 +93,7 @@ func (s *Server) keysView() *keysView {
 				row.Rotated++
 			}
 		}
+		row.Policy = policyText(e.Policy)
 		row.LastUsed = audited[e.Name]
 		if t := s.sampler.keyLastUsed(e.Name); t.After(row.LastUsed) {
 			row.LastUsed = t
@@ -377,4 +379,23 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("expiry %q: give a duration (90m, 720h, 30d) or a date (2027-01-01)", s)
+}
+
+// policyText is a key's own request policy in a few words ("max_tokens
+// 500 · deny tools, logprobs"), "" for none.
+func policyText(p *keys.PolicyOverride) string {
+	if p == nil {
+		return ""
+	}
+	var parts []string
+	if p.MaxPromptTokens > 0 {
+		parts = append(parts, fmt.Sprintf("max_prompt_tokens %d", p.MaxPromptTokens))
+	}
+	if p.MaxTokens > 0 {
+		parts = append(parts, fmt.Sprintf("max_tokens %d", p.MaxTokens))
+	}
+	if len(p.DenyParams) > 0 {
+		parts = append(parts, "deny "+strings.Join(p.DenyParams, ", "))
+	}
+	return strings.Join(parts, " · ")
 }
