@@ -22,6 +22,7 @@ import (
 	"github.com/glmctl/glmctl/hcl"
 	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/internal/keys"
+	glmtest "github.com/glmctl/glmctl/internal/testutil"
 	"github.com/glmctl/glmctl/pkg/launcher"
 )
 
@@ -218,44 +219,6 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	}
 }
 
-// value returns the value of the first series of family name whose labels
-// include the given name, value pairs (a histogram's sample count), and
-// whether there is one.
-func value(t *testing.T, g prometheus.Gatherer, name string, labels ...string) (float64, bool) {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if v, ok := have[labels[i]]; !ok || v != labels[i+1] {
-					continue series
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue(), true
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue(), true
-			case m.GetHistogram() != nil:
-				return float64(m.GetHistogram().GetSampleCount()), true
-			}
-			return m.GetUntyped().GetValue(), true
-		}
-	}
-	return 0, false
-}
-
 // sum adds up the counters of family name.
 func sum(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	t.Helper()
@@ -272,6 +235,12 @@ func sum(t *testing.T, g prometheus.Gatherer, name string) float64 {
 		}
 	}
 	return total
+}
+
+// value is testutil.Series.
+func value(t *testing.T, g prometheus.Gatherer, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	return glmtest.Series(t, g, name, labels...)
 }
 
 func mustValue(t *testing.T, g prometheus.Gatherer, name string, labels ...string) float64 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/glmctl/glmctl/internal/config"
 	"github.com/glmctl/glmctl/internal/keys"
+	glmtest "github.com/glmctl/glmctl/internal/testutil"
 )
 
 func TestMetricsLint(t *testing.T) {
@@ -23,93 +24,56 @@ func TestMetricsLint(t *testing.T) {
 	}
 }
 
-// series returns the value of the series of family name whose labels include
-// the given name, value pairs (a histogram's sample count), and whether
-// there is one.
-func series(t testing.TB, g prometheus.Gatherer, name string, labels ...string) (float64, bool) {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue(), true
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue(), true
-			case m.GetHistogram() != nil:
-				return float64(m.GetHistogram().GetSampleCount()), true
-			}
-		}
-	}
-	return 0, false
-}
-
 func TestMetricsPerKeySeriesFromStart(t *testing.T) {
 	h := newHarness(t)
 	for _, k := range []string{"user1", "user2", "admin", "limited"} {
 		for _, kind := range []string{"prompt", "completion"} {
-			if v, ok := series(t, h.reg, "glmctl_guard_tokens_total", "key", k, "kind", kind); !ok || v != 0 {
+			if v, ok := glmtest.Series(t, h.reg, "glmctl_guard_tokens_total", "key", k, "kind", kind); !ok || v != 0 {
 				t.Errorf("tokens_total{key=%q,kind=%q} = %v, %v; want 0 from start-up", k, kind, v, ok)
 			}
 		}
 		for _, lim := range limitLabels() {
-			if _, ok := series(t, h.reg, "glmctl_guard_rate_limit_rejections_total", "key", k, "limit", lim); !ok {
+			if _, ok := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_rejections_total", "key", k, "limit", lim); !ok {
 				t.Errorf("no rejections series for key %q limit %q at start-up", k, lim)
 			}
 		}
 	}
 	for _, r := range authReasons() {
-		if _, ok := series(t, h.reg, "glmctl_guard_auth_failures_total", "reason", r); !ok {
+		if _, ok := glmtest.Series(t, h.reg, "glmctl_guard_auth_failures_total", "reason", r); !ok {
 			t.Errorf("no auth failure series for %q at start-up", r)
 		}
 	}
 	// limited: rpm 5, tpm 4000; the others: default rpm 1000, no tpm.
-	if v, _ := series(t, h.reg, "glmctl_guard_rate_limit_remaining_requests", "key", "limited"); v != 5 {
+	if v, _ := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_remaining_requests", "key", "limited"); v != 5 {
 		t.Errorf("limited's remaining requests = %v, want 5", v)
 	}
-	if v, _ := series(t, h.reg, "glmctl_guard_rate_limit_remaining_requests", "key", "user1"); v != 1000 {
+	if v, _ := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_remaining_requests", "key", "user1"); v != 1000 {
 		t.Errorf("user1's remaining requests = %v, want 1000", v)
 	}
-	if v, _ := series(t, h.reg, "glmctl_guard_rate_limit_remaining_tokens", "key", "limited"); v != 4000 {
+	if v, _ := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_remaining_tokens", "key", "limited"); v != 4000 {
 		t.Errorf("limited's remaining tokens = %v, want 4000", v)
 	}
-	if _, ok := series(t, h.reg, "glmctl_guard_rate_limit_remaining_tokens", "key", "user1"); ok {
+	if _, ok := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_remaining_tokens", "key", "user1"); ok {
 		t.Error("user1 has no tpm limit but a remaining tokens series")
 	}
 	// The remaining gauges follow the limiter.
 	if resp, b := h.do(t, "POST", "/v1/chat/completions", keyLimit, chatBody("glm", 10, false)); resp.StatusCode != 200 {
 		t.Fatalf("limited: %d %s", resp.StatusCode, b)
 	}
-	if v, _ := series(t, h.reg, "glmctl_guard_rate_limit_remaining_requests", "key", "limited"); v != 4 {
+	if v, _ := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_remaining_requests", "key", "limited"); v != 4 {
 		t.Errorf("limited's remaining requests after one = %v, want 4", v)
 	}
-	if v, _ := series(t, h.reg, "glmctl_guard_rate_limit_remaining_tokens", "key", "limited"); v >= 4000 || v < 4000-2*(promptTokens+completionTokens) {
+	if v, _ := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_remaining_tokens", "key", "limited"); v >= 4000 || v < 4000-2*(promptTokens+completionTokens) {
 		t.Errorf("limited's remaining tokens after one = %v, want about 4000-%d", v, promptTokens+completionTokens)
 	}
 	// Concurrency slots in use: limited has a concurrency limit (2), user1
 	// none (no series). The request above gives its slot back just after
 	// its answer (settling does not delay the answer).
 	waitFor(t, 10*time.Second, "limited's slot given back", func() bool {
-		v, ok := series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "limited")
+		v, ok := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "limited")
 		return ok && v == 0
 	})
-	if _, ok := series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "user1"); ok {
+	if _, ok := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "user1"); ok {
 		t.Error("user1 has no concurrency limit but a slots series")
 	}
 	held := make(chan struct{})
@@ -118,7 +82,7 @@ func TestMetricsPerKeySeriesFromStart(t *testing.T) {
 		h.do(t, "POST", "/v1/chat/completions", keyLimit, chatBody("hold", 10, false))
 	}()
 	waitFor(t, 10*time.Second, "one request of limited held upstream", func() bool {
-		v, _ := series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "limited")
+		v, _ := glmtest.Series(t, h.reg, "glmctl_guard_rate_limit_concurrency_in_use", "key", "limited")
 		return v == 1
 	})
 	h.up.releaseAll()
@@ -128,7 +92,7 @@ func TestMetricsPerKeySeriesFromStart(t *testing.T) {
 func TestMetricsLabels(t *testing.T) {
 	h := newHarness(t)
 	count := func(labels ...string) float64 {
-		v, _ := series(t, h.reg, "glmctl_guard_requests_total", labels...)
+		v, _ := glmtest.Series(t, h.reg, "glmctl_guard_requests_total", labels...)
 		return v
 	}
 	wait := func(what string, cond func() bool) { waitFor(t, 15*time.Second, what, cond) }
@@ -143,10 +107,10 @@ func TestMetricsLabels(t *testing.T) {
 	wait("mystery counted as other", func() bool { return count("key", "user1", "model", "other", "code", "200") == 1 })
 	h.do(t, "POST", "/v1/chat/completions", keyUser1, chatBody("glm-4.7-flash", 10, true))
 	wait("stream counted", func() bool { return count("key", "user1", "model", "glm-4.7-flash", "code", "200") == 1 })
-	if v, _ := series(t, h.reg, "glmctl_guard_time_to_first_token_seconds", "route", "/v1/chat/completions"); v != 1 {
+	if v, _ := glmtest.Series(t, h.reg, "glmctl_guard_time_to_first_token_seconds", "route", "/v1/chat/completions"); v != 1 {
 		t.Errorf("time to first token samples = %v, want 1 (the stream)", v)
 	}
-	if v, _ := series(t, h.reg, "glmctl_guard_tokens_total", "key", "user1", "kind", "prompt"); v != 2*promptTokens {
+	if v, _ := glmtest.Series(t, h.reg, "glmctl_guard_tokens_total", "key", "user1", "kind", "prompt"); v != 2*promptTokens {
 		t.Errorf("user1 prompt tokens = %v, want %d", v, 2*promptTokens)
 	}
 
@@ -159,7 +123,7 @@ func TestMetricsLabels(t *testing.T) {
 	h.do(t, "GET", "/health", "", nil)
 	for _, reason := range []string{authMissing, authUnknown, authForbiddenModel, authForbiddenRoute} {
 		wait("auth failure "+reason, func() bool {
-			v, _ := series(t, h.reg, "glmctl_guard_auth_failures_total", "reason", reason)
+			v, _ := glmtest.Series(t, h.reg, "glmctl_guard_auth_failures_total", "reason", reason)
 			return v == 1
 		})
 	}
@@ -167,7 +131,7 @@ func TestMetricsLabels(t *testing.T) {
 		return count("key", "unknown", "model", "none", "route", "/v1/models", "code", "401") == 2
 	})
 	wait("forbidden route counted", func() bool { return count("key", "user1", "route", "/tokenize", "code", "403") == 1 })
-	wait("upstream 500 counted", func() bool { v, _ := series(t, h.reg, "glmctl_guard_upstream_errors_total"); return v == 1 })
+	wait("upstream 500 counted", func() bool { v, _ := glmtest.Series(t, h.reg, "glmctl_guard_upstream_errors_total"); return v == 1 })
 	wait("health counted", func() bool { return count("route", "/health", "code", "200") == 1 })
 
 	// Expired and disabled keys.
@@ -184,13 +148,13 @@ func TestMetricsLabels(t *testing.T) {
 	h.do(t, "GET", "/v1/models", keyAdmin, nil)
 	for _, reason := range []string{authExpired, authDisabled} {
 		wait("auth failure "+reason, func() bool {
-			v, _ := series(t, h.reg, "glmctl_guard_auth_failures_total", "reason", reason)
+			v, _ := glmtest.Series(t, h.reg, "glmctl_guard_auth_failures_total", "reason", reason)
 			return v == 1
 		})
 	}
 	// limited was removed: its series went with it.
 	for _, f := range []string{"glmctl_guard_tokens_total", "glmctl_guard_rate_limit_rejections_total", "glmctl_guard_rate_limit_remaining_requests"} {
-		if _, ok := series(t, h.reg, f, "key", "limited"); ok {
+		if _, ok := glmtest.Series(t, h.reg, f, "key", "limited"); ok {
 			t.Errorf("%s keeps a series of the removed key", f)
 		}
 	}
@@ -208,7 +172,7 @@ func TestMetricsLabels(t *testing.T) {
 func TestMetricsModelReady(t *testing.T) {
 	h := newHarness(t, func(cfg *config.Guard, _ *harness) { cfg.Program = "model-a" })
 	ready := func() float64 {
-		v, ok := series(t, h.reg, "glmctl_guard_model_ready", "program", "model-a")
+		v, ok := glmtest.Series(t, h.reg, "glmctl_guard_model_ready", "program", "model-a")
 		if !ok {
 			t.Fatal("no glmctl_guard_model_ready{program=\"model-a\"}")
 		}
@@ -242,7 +206,7 @@ func TestMetricsUpstreamUnreachable(t *testing.T) {
 		t.Fatalf("status %d, want 502", resp.StatusCode)
 	}
 	waitFor(t, 15*time.Second, "upstream error counted", func() bool {
-		v, _ := series(t, h.reg, "glmctl_guard_upstream_errors_total")
+		v, _ := glmtest.Series(t, h.reg, "glmctl_guard_upstream_errors_total")
 		return v == 1
 	})
 }
@@ -254,7 +218,7 @@ func TestMetricsSharedReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Record("/etc/glmctl/glmctl.hcl", false)
-	if v, ok := series(t, reg, "glmctl_config_last_reload_success_timestamp_seconds", "file", "/etc/glmctl/glmctl.hcl"); !ok || v != 0 {
+	if v, ok := glmtest.Series(t, reg, "glmctl_config_last_reload_success_timestamp_seconds", "file", "/etc/glmctl/glmctl.hcl"); !ok || v != 0 {
 		t.Errorf("timestamp before any success = %v, %v; want 0", v, ok)
 	}
 	dir := t.TempDir()
