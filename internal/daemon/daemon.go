@@ -384,9 +384,6 @@ func (d *Daemon) reload(ctx context.Context) error {
 	if len(problems) > 0 {
 		return reject(problems)
 	}
-	for _, w := range warnings {
-		d.logger.Warn("reloaded config: " + w.Error())
-	}
 	if changed := restartOnly(cfg, next); len(changed) > 0 {
 		return reject(fmt.Errorf("%w: %s changed; restart glmctl to apply (nothing was reloaded)", guard.ErrRestartRequired, strings.Join(changed, ", ")))
 	}
@@ -396,7 +393,11 @@ func (d *Daemon) reload(ctx context.Context) error {
 			return reject(next.Place(err))
 		}
 	}
-	// Everything is checked: put it in force.
+	// Everything is checked: put it in force, saying what the next start
+	// would refuse.
+	for _, w := range warnings {
+		d.logger.Warn("reloaded config: " + w.Error())
+	}
 	if cfg.Path != "" {
 		d.reloads.Record(cfg.Path, true)
 	}
