@@ -97,8 +97,6 @@ func checkOffline(c *cli.Context) error {
 		if err := guard.CheckMaxConnections(g.MaxConnections, budget); err != nil {
 			warn("%s", cfg.At("guard.max_connections", "%v — under this shell's open-files limit (hard %d); glmctl up refuses it where its limit is the same (systemd: LimitNOFILE in the unit)", err, nofile).Error())
 		}
-	}
-	if g := cfg.Guard; g != nil {
 		checkKeysFile(g.KeysFile, bad, warn, w)
 		if g.LimitsFile != "" {
 			checkLimitsFile(g.LimitsFile, bad, warn, w)
