@@ -28,7 +28,9 @@ func checkCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "check",
 		Usage: "validate the config, keys and limits files offline, or probe the running service (--live)",
-		Description: "Offline: every problem at once with file:line:col (❌), warnings too (⚠). Exit: 0 ok, 1 problems.\n" +
+		Description: "Offline: every problem at once with file:line:col (❌), warnings too (⚠): the config, keys and limits\n" +
+			"files, and what the config names as glmctl up uses it (TLS pair, token and key files, audit path, each\n" +
+			"program's user, directory and command, the policy's rules compiled). Exit: 0 ok, 1 problems, 2 no config.\n" +
 			"--live: probes the running guard (auth, a real completion, a 429 on a temporary rpm-1 key, audit,\n" +
 			"/metrics, the upstream's exposure); one ✅/❌/⚠ line per check. Without --key (or GLMCTL_KEY) the\n" +
 			"completion is asked with a temporary key (rpm 1, expiring in minutes, removed afterwards), which\n" +
