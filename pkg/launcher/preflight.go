@@ -23,7 +23,11 @@ func CheckProgram(p *config.Program) []error {
 	}
 	var errs []error
 	if p.User != "" {
-		if _, err := user.Lookup(p.User); err != nil {
+		if euid := geteuid(); euid != 0 {
+			// Setting a user's uid, gid and groups takes root
+			// (CAP_SETUID, CAP_SETGID); the spawn would fail with EPERM.
+			errs = append(errs, at("user", "program %q runs as user %q, and only root can start a program as a user (glmctl runs as uid %d): run glmctl as root, as the systemd unit does, or remove user", p.Name, p.User, euid))
+		} else if _, err := user.Lookup(p.User); err != nil {
 			var unk user.UnknownUserError
 			if errors.As(err, &unk) {
 				errs = append(errs, at("user", "program %q: user %q does not exist: create it (useradd --system %s) or name an existing user", p.Name, p.User, p.User))
@@ -57,6 +61,9 @@ func CheckProgram(p *config.Program) []error {
 	}
 	return errs
 }
+
+// geteuid is os.Geteuid (a variable for tests).
+var geteuid = os.Geteuid
 
 // programPATH is the PATH the program's command is looked up in: its env's,
 // else glmctl's own.
