@@ -50,6 +50,17 @@ type collector struct {
 	places   map[string]hcl.Pos
 }
 
+// hasProblemAt reports whether a problem is already recorded at pos (a
+// value already refused needs no second message).
+func (c *collector) hasProblemAt(pos hcl.Pos) bool {
+	for _, p := range c.list {
+		if p.Line == pos.Line && p.Column == pos.Column {
+			return true
+		}
+	}
+	return false
+}
+
 // place records where the block or attribute at path (dotted, as Config.At
 // takes it) is written.
 func (c *collector) place(path string, rng hcl.Range) {

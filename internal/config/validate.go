@@ -137,6 +137,7 @@ func (d *decoder) warnings(cfg *Config) {
 	if cfg.Guard != nil && cfg.Audit == nil {
 		d.warn.at(d.guardBlock, "no audit block: requests through the guard are not recorded; add audit { path = %q }", DefaultAuditPath)
 	}
+	d.idleGPUSettings(cfg)
 	for _, p := range cfg.Programs {
 		meta := d.progs[p]
 		if h := p.Health; h != nil && h.Timeout >= h.Interval {
@@ -203,4 +204,27 @@ func (d *decoder) reportCycle(path []*Program) {
 		}
 	}
 	d.c.at(rng, "dependency cycle %s: remove one of these depends_on entries", strings.Join(chain, " -> "))
+}
+
+// idleGPUSettings refuses gpu settings that act only on programs with
+// gpus when no program lists any: the GPUs are still watched (metrics,
+// XID events in the log), but those settings do nothing.
+func (d *decoder) idleGPUSettings(cfg *Config) {
+	if cfg.GPU == nil {
+		return
+	}
+	for _, p := range cfg.Programs {
+		if len(p.GPUs) > 0 {
+			return
+		}
+	}
+	// (gpu.required still decides whether a missing NVML is logged as an
+	// error or a warning.)
+	for _, name := range []string{"count", "min_free_memory", "release_timeout", "restart_on_xid"} {
+		at, ok := d.c.places["gpu."+name]
+		if !ok || d.c.hasProblemAt(at) {
+			continue
+		}
+		d.c.at(hcl.Range{Start: at}, "gpu.%s has no effect: it acts on programs that list gpus, and none does; add gpus = [0, 1, 2, 3] to the model's program block, or remove it", name)
+	}
 }
