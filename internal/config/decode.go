@@ -284,6 +284,13 @@ func (d *decoder) program(s *section, b *hclsyntax.Block, name string) (*Program
 		ls.file("path", "/var/log/glmctl", &p.Log.Path)
 		ls.size("max_size", &p.Log.MaxSize)
 		ls.integer("keep", &p.Log.Keep, 1)
+		if p.Log.Path == "" {
+			for _, name := range []string{"max_size", "keep"} {
+				if a, ok := lb.Body.Attributes[name]; ok && !s.c.hasProblemAt(a.Expr.Range().Start) {
+					s.c.at(a.Expr.Range(), "log %s has no effect without a log path (the output then goes to glmctl's own log, and its last lines to glmctl logs %s): add path = %q or remove %s", name, p.Name, "/var/log/glmctl/"+p.Name+".log", name)
+				}
+			}
+		}
 		ls.finish(nil)
 	}
 	if ranges, ok := s.strList("depends_on", &p.DependsOn); ok {

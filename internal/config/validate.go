@@ -155,6 +155,9 @@ func (d *decoder) warnings(cfg *Config) {
 	if cfg.Policy != nil && cfg.Guard == nil {
 		d.c.at(d.policyBlock, "a policy block without a guard block has no effect: add guard { … } or remove the policy block")
 	}
+	if cfg.Console != nil && cfg.Guard == nil {
+		d.c.at(d.consoleListen, "a console block without a guard block has no effect: signing in takes an admin key of guard.keys_file; add guard { … } or remove the console block")
+	}
 	if c := cfg.Console; c != nil {
 		if host, _, err := net.SplitHostPort(c.Listen); err == nil && !IsLoopback(host) {
 			d.warn.at(d.consoleListen, "console listen %q is reachable beyond this machine without TLS: admin keys and session cookies would cross the network in clear; listen on 127.0.0.1 and reach it through an SSH tunnel or a TLS proxy", c.Listen)
