@@ -93,6 +93,15 @@ func keysCommand() *cli.Command {
 	}
 }
 
+// nameAndKeysFile returns the single NAME argument and the keys file.
+func nameAndKeysFile(c *cli.Context) (name, path string, err error) {
+	if name, err = oneName(c); err != nil {
+		return "", "", err
+	}
+	path, err = keysFile(c)
+	return name, path, err
+}
+
 // keysFile returns the keys file to work on: --file, else the config's
 // guard.keys_file.
 func keysFile(c *cli.Context) (string, error) {
@@ -210,11 +219,7 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 
 // keysPolicy shows or sets a key's own request policy.
 func keysPolicy(c *cli.Context) error {
-	name, err := oneName(c)
-	if err != nil {
-		return err
-	}
-	path, err := keysFile(c)
+	name, path, err := nameAndKeysFile(c)
 	if err != nil {
 		return err
 	}
@@ -369,11 +374,7 @@ func keysList(c *cli.Context) error {
 }
 
 func keysRevoke(c *cli.Context) error {
-	name, err := oneName(c)
-	if err != nil {
-		return err
-	}
-	path, err := keysFile(c)
+	name, path, err := nameAndKeysFile(c)
 	if err != nil {
 		return err
 	}

@@ -133,13 +133,7 @@ program "p" {
 		t.Fatal(err)
 	}
 	runDaemon(t, d)
-	status := func() launcher.Status {
-		st, err := d.sup.Status("p")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st[0]
-	}
+	status := func() launcher.Status { return statusOf(t, d, "p") }
 	waitFor(t, 20*time.Second, "p RUNNING", func() bool { return status().State == launcher.StateRunning })
 	pid := status().PID
 	mu.Lock()

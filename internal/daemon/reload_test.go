@@ -47,13 +47,7 @@ func TestReloadOutlivesItsCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	runDaemon(t, d)
-	status := func() launcher.Status {
-		st, err := d.sup.Status("p")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st[0]
-	}
+	status := func() launcher.Status { return statusOf(t, d, "p") }
 	waitFor(t, 20*time.Second, "p RUNNING", func() bool { return status().State == launcher.StateRunning })
 	oldPID := status().PID
 
@@ -142,4 +136,14 @@ func runDaemon(t *testing.T, d *Daemon) context.Context {
 		}
 	})
 	return ctx
+}
+
+// statusOf is the status of the daemon's program name.
+func statusOf(t *testing.T, d *Daemon, name string) launcher.Status {
+	t.Helper()
+	st, err := d.sup.Status(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st[0]
 }
